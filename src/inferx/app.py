@@ -1,0 +1,168 @@
+"""The application factory. Connections, pools and caches are built in the lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from redis.asyncio import Redis
+
+from inferx import __version__
+from inferx import logging as inferx_logging
+from inferx.api_keys.endpoints import router as api_keys_router
+from inferx.api_keys.usage import KeyUsage
+from inferx.auth.endpoints import router as auth_router
+from inferx.auth.passwords import Passwords
+from inferx.auth.tokens import TokenSigner
+from inferx.config import Settings
+from inferx.context import AppContext
+from inferx.db import create_engine, create_sessionmaker
+from inferx.errors import install_handlers
+from inferx.health.endpoints import router as health_router
+from inferx.metrics import Metrics
+from inferx.middleware import RequestContextMiddleware
+from inferx.quotas.limiter import Limiter
+from inferx.state import MemoryState, RedisState, SharedState
+from inferx.users.endpoints import router as admin_router
+
+API_PREFIX = "/api/v1"
+DOCS_ASSETS = "/_docs-assets"
+DESCRIPTION = (
+    "Turn a trained model file into a secured, versioned, rate-limited, observable HTTP endpoint. "
+    "Authenticate with `Authorization: Bearer <access token>` or `X-API-Key: mlp_...`."
+)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    inferx_logging.configure(settings.log_level)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await _build_context(settings, metrics)
+        app.state.ctx = ctx
+        ctx.key_usage.start()
+        try:
+            yield
+        finally:
+            ctx.shutting_down = True
+            await ctx.key_usage.stop()
+            await ctx.state.close()
+            if ctx.redis is not None:
+                await ctx.redis.aclose()
+            await ctx.engine.dispose()
+
+    app = FastAPI(
+        title="InferX",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    install_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        # Credentials with "*" would make Starlette echo any Origin: never combine them.
+        allow_credentials="*" not in settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+    )
+    upload_limit = settings.max_upload_mb * 1024 * 1024 + 1024 * 1024  # room for multipart framing
+    body_limit = int(settings.max_body_mb * 1024 * 1024)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        body_limit=lambda path: upload_limit if path.endswith("/models/upload") else body_limit,
+        slow_request_ms=settings.slow_request_ms,
+    )
+
+    api = APIRouter(prefix=API_PREFIX)
+    for router in (auth_router, api_keys_router, admin_router):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(health_router)
+    _install_docs(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.db_url)
+    sessions = create_sessionmaker(engine)
+    redis: Redis | None = None
+    state: SharedState = MemoryState()
+    if settings.redis_url:
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            health_check_interval=10,
+        )
+        state = RedisState(redis, settings.redis_prefix)
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        redis=redis,
+        state=state,
+        limiter=Limiter(settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s),
+        passwords=Passwords(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+            concurrency=settings.password_hash_concurrency,
+        ),
+        signer=TokenSigner(
+            settings.signing_key,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            ttl_s=settings.access_token_ttl_s,
+        ),
+        key_usage=KeyUsage(sessions, settings.api_key_usage_flush_s),
+        metrics=metrics,
+        extras={"started": time.monotonic()},
+    )
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc from files shipped with the package: no CDN needed."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="InferX API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="InferX API",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    app.add_api_route("/docs", swagger, include_in_schema=False)
+    app.add_api_route(f"{API_PREFIX}/docs", swagger, include_in_schema=False)
+    app.add_api_route("/redoc", redoc, include_in_schema=False)

@@ -1,0 +1,110 @@
+"""Who is calling: an access JWT or an API key, resolved once per request."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+
+from inferx.api_keys import repository as keys_repo
+from inferx.auth.tokens import AccessClaims, InvalidToken
+from inferx.context import AppContext, Ctx, Session
+from inferx.errors import Forbidden, Unauthorized
+from inferx.kit.crypto import API_KEY_PREFIX, same, sha256_hex
+from inferx.kit.time import utcnow
+from inferx.tables import User
+from inferx.users import repository as users_repo
+
+# Declared for OpenAPI (Swagger's Authorize button); the actual parsing is below.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+MAX_CREDENTIAL_LEN = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user: User
+    via: Literal["jwt", "api_key"]
+    api_key_id: uuid.UUID | None = None
+    claims: AccessClaims | None = None
+
+
+def denylist_keys(claims: AccessClaims) -> tuple[str, str]:
+    return f"jti:{claims.jti}", f"fam:{claims.family_id}"
+
+
+async def current_principal(
+    request: Request,
+    ctx: Ctx,
+    session: Session,
+    bearer: Annotated[str | None, Depends(oauth2_scheme)] = None,
+    api_key: Annotated[str | None, Depends(api_key_scheme)] = None,
+) -> Principal:
+    credential = api_key or bearer
+    if not credential:
+        raise Unauthorized("Send an access token (Authorization: Bearer ...) or an API key (X-API-Key).")
+    if len(credential) > MAX_CREDENTIAL_LEN:
+        raise Unauthorized("Invalid credentials.")
+    if credential.startswith(API_KEY_PREFIX):
+        principal = await _from_api_key(ctx, session, credential)
+    elif api_key:
+        ctx.metrics.auth_failures.labels("api_key").inc()
+        raise Unauthorized("Invalid API key.")
+    else:
+        principal = await _from_jwt(ctx, session, credential)
+    request.state.user_id = str(principal.user.id)
+    return principal
+
+
+async def _from_api_key(ctx: AppContext, session: Session, key: str) -> Principal:
+    key_hash = sha256_hex(key)
+    found = await keys_repo.find_by_hash(session, key_hash)
+    if found is None or not same(found[0].key_hash, key_hash):
+        ctx.metrics.auth_failures.labels("api_key").inc()
+        raise Unauthorized("Invalid API key.")
+    api_key, user = found
+    if not api_key.is_active or api_key.revoked_at is not None:
+        raise Unauthorized("This API key has been revoked.")
+    if api_key.expires_at <= utcnow():
+        raise Unauthorized("This API key has expired.")
+    if not user.is_active:
+        raise Unauthorized("This account is disabled.")
+    ctx.key_usage.touch(api_key.id)
+    return Principal(user=user, via="api_key", api_key_id=api_key.id)
+
+
+async def _from_jwt(ctx: AppContext, session: Session, token: str) -> Principal:
+    try:
+        claims = ctx.signer.verify(token)
+    except InvalidToken as exc:
+        ctx.metrics.auth_failures.labels("jwt").inc()
+        raise Unauthorized("Invalid or expired access token.") from exc
+    if await ctx.state.exists_any(*denylist_keys(claims)):
+        raise Unauthorized("This access token has been revoked.")
+    user = await users_repo.get(session, claims.user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("Invalid or expired access token.")
+    return Principal(user=user, via="jwt", claims=claims)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_user(principal: CurrentPrincipal) -> User:
+    return principal.user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> User:
+    if user.role != "admin":
+        raise Forbidden("This operation needs the admin role.")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

@@ -1,0 +1,113 @@
+"""Settings: every knob is an ``INFERX_*`` environment variable, validated at start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FILE = "secret.key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFERX_", extra="ignore", frozen=False)
+
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    data_dir: Path = Path("./data")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "inferx:"
+    redis_timeout_s: float = Field(0.25, gt=0, le=10)
+    auto_migrate: bool | None = None
+
+    secret_key: SecretStr | None = None
+    jwt_issuer: str = "inferx"
+    jwt_audience: str = "inferx-api"
+    access_token_ttl_s: int = Field(900, ge=60, le=86400)
+    refresh_token_ttl_days: int = Field(30, ge=1, le=365)
+
+    argon2_time_cost: int = Field(3, ge=1, le=10)
+    argon2_memory_kib: int = Field(65536, ge=8, le=1048576)
+    argon2_parallelism: int = Field(4, ge=1, le=16)
+    password_hash_concurrency: int = Field(4, ge=1, le=64)
+
+    login_max_failures_per_account: int = Field(10, ge=1)
+    login_max_failures_per_ip: int = Field(50, ge=1)
+    login_lock_window_s: int = Field(900, ge=1)
+    register_per_ip_per_hour: int = Field(20, ge=1)
+
+    api_key_default_days: int = Field(90, ge=1, le=365)
+    api_key_max_active: int = Field(20, ge=1, le=1000)
+    api_key_usage_flush_s: float = Field(30.0, gt=0)
+
+    cors_origins: list[str] = ["*"]
+    max_body_mb: float = Field(10.0, gt=0)
+    max_upload_mb: int = Field(512, ge=1)
+    slow_request_ms: float = Field(1000.0, gt=0)
+    graceful_timeout_s: int = Field(25, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if v.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + v.split("://", 1)[1]
+        if v.startswith("sqlite://") and "+aiosqlite" not in v:
+            return v.replace("sqlite://", "sqlite+aiosqlite://", 1)
+        if not v.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        if self.env == "production":
+            if self.secret_key is None:
+                raise ValueError("INFERX_SECRET_KEY is required when INFERX_ENV=production")
+            if "*" in self.cors_origins:
+                raise ValueError(
+                    "INFERX_CORS_ORIGINS must list explicit origins when INFERX_ENV=production"
+                )
+        if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("INFERX_SECRET_KEY must be at least 32 characters")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'inferx.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The explicit secret, or one generated once and kept in the data dir (embedded mode)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / SECRET_FILE
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{SECRET_FILE}.{secrets.token_hex(8)}")
+            tmp.write_text(secrets.token_urlsafe(48))
+            tmp.chmod(0o600)
+            # link() fails if another process won the race; everyone then reads the winner's key.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+            tmp.unlink()
+        return path.read_text().strip()

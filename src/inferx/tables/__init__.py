@@ -1,0 +1,9 @@
+"""Every ORM table, imported here so ``Base.metadata`` is complete for Alembic."""
+
+from inferx.tables.api_keys import ApiKey
+from inferx.tables.audit import AuditEvent
+from inferx.tables.auth import RefreshToken
+from inferx.tables.base import Base
+from inferx.tables.users import User
+
+__all__ = ["ApiKey", "AuditEvent", "Base", "RefreshToken", "User"]

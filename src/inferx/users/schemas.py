@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from inferx.kit.schemas import Schema
+
+Role = Literal["user", "admin"]
+Tier = Literal["free", "pro", "enterprise"]
+
+
+def normalise_email(value: str) -> str:
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        info = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+    return info.normalized.lower()
+
+
+Email = Annotated[str, Field(min_length=3, max_length=320), AfterValidator(normalise_email)]
+Password = Annotated[str, Field(min_length=8, max_length=1024)]
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    role: Role
+    tier: Tier
+    is_active: bool
+    created_at: datetime
+
+
+class UserAdminUpdate(Schema):
+    role: Role | None = None
+    tier: Tier | None = None
+    is_active: bool | None = None
