@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
@@ -26,13 +26,13 @@ from inferx.context import AppContext
 from inferx.db import create_engine, create_sessionmaker
 from inferx.errors import install_handlers
 from inferx.health.endpoints import router as health_router
+from inferx.kit.http import API_PREFIX
 from inferx.metrics import Metrics
 from inferx.middleware import RequestContextMiddleware
 from inferx.quotas.limiter import Limiter
 from inferx.state import MemoryState, RedisState, SharedState
 from inferx.users.endpoints import router as admin_router
 
-API_PREFIX = "/api/v1"
 DOCS_ASSETS = "/_docs-assets"
 DESCRIPTION = (
     "Turn a trained model file into a secured, versioned, rate-limited, observable HTTP endpoint. "
@@ -77,7 +77,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_credentials="*" not in settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-        expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"],
+        expose_headers=[
+            "X-Request-ID",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
     )
     upload_limit = settings.max_upload_mb * 1024 * 1024 + 1024 * 1024  # room for multipart framing
     body_limit = int(settings.max_body_mb * 1024 * 1024)
@@ -88,11 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slow_request_ms=settings.slow_request_ms,
     )
 
-    api = APIRouter(prefix=API_PREFIX)
-    for router in (auth_router, api_keys_router, admin_router):
-        api.include_router(router)
-    app.include_router(api)
-    app.include_router(health_router)
+    for router in (auth_router, api_keys_router, admin_router, health_router):
+        app.include_router(router)
     _install_docs(app)
 
     @app.get("/metrics", include_in_schema=False)
@@ -122,7 +125,9 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
         sessions=sessions,
         redis=redis,
         state=state,
-        limiter=Limiter(settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s),
+        limiter=Limiter(
+            settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.redis_timeout_s
+        ),
         passwords=Passwords(
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
@@ -143,7 +148,11 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
 
 def _install_docs(app: FastAPI) -> None:
     """Swagger UI and ReDoc from files shipped with the package: no CDN needed."""
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+    app.mount(
+        DOCS_ASSETS,
+        StaticFiles(directory=str(files("fastapi_offline") / "static")),
+        name="docs-assets",
+    )
 
     async def swagger() -> HTMLResponse:
         return get_swagger_ui_html(

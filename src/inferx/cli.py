@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import getpass
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,25 +22,47 @@ def _settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors()
+        ]
         sys.exit("inferx: invalid settings:\n" + "\n".join(lines))
 
 
 class _Server(uvicorn.Server):
-    """Turns readiness to 503 the moment SIGTERM/SIGINT arrives, before draining starts."""
+    """On SIGTERM: readiness turns 503 at once, the listener stays open ``shutdown_delay_s`` so
+    load balancers notice, then uvicorn drains in-flight requests and exits. SIGINT (Ctrl-C) and
+    a second SIGTERM skip the delay."""
+
+    def __init__(self, config: uvicorn.Config, app: Any, delay_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._delay_s = delay_s
+        self._draining = False
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        app = getattr(self.config, "loaded_app", None)
-        while app is not None and not hasattr(app, "state"):
-            app = getattr(app, "app", None)
-        ctx = getattr(getattr(app, "state", None), "ctx", None)
+        ctx = getattr(self._app.state, "ctx", None)
         if ctx is not None:
             ctx.shutting_down = True
+        if sig == signal.SIGTERM and not self._draining and self._delay_s > 0:
+            self._draining = True
+            timer = threading.Timer(self._delay_s, self._exit, args=(sig, frame))
+            timer.daemon = True
+            timer.start()
+            return
+        self._exit(sig, frame)
+
+    def _exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after draining; a drained SIGTERM is a clean exit 0.
+        if sig == signal.SIGTERM:
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def serve(args: argparse.Namespace) -> None:
-    settings = _settings(host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers)
+    settings = _settings(
+        host=args.host, port=args.port, data_dir=args.data_dir, workers=args.workers
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _ = settings.signing_key  # generate the embedded secret once, before any worker starts
     if settings.should_migrate_on_start:
@@ -55,14 +79,16 @@ def serve(args: argparse.Namespace) -> None:
     if settings.workers > 1:
         # Workers re-read settings from the environment: pass the CLI flags down that way.
         os.environ.update(
-            INFERX_HOST=settings.host, INFERX_PORT=str(settings.port), INFERX_DATA_DIR=str(settings.data_dir)
+            INFERX_HOST=settings.host,
+            INFERX_PORT=str(settings.port),
+            INFERX_DATA_DIR=str(settings.data_dir),
         )
         uvicorn.run("inferx.app:create_app", factory=True, workers=settings.workers, **common)
         return
     from inferx.app import create_app
 
-    server = _Server(uvicorn.Config(create_app(settings), **common))
-    server.run()
+    app = create_app(settings)
+    _Server(uvicorn.Config(app, **common), app, settings.shutdown_delay_s).run()
 
 
 async def _upgrade(settings: Settings) -> None:
@@ -116,12 +142,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--workers", type=int)
     p.set_defaults(func=serve)
 
-    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True
+    )
     up = db.add_parser("upgrade", help="apply migrations")
     up.add_argument("--data-dir")
     up.set_defaults(func=db_upgrade)
 
-    users = sub.add_parser("users", help="user administration").add_subparsers(dest="users_command", required=True)
+    users = sub.add_parser("users", help="user administration").add_subparsers(
+        dest="users_command", required=True
+    )
     ca = users.add_parser("create-admin", help="create an admin (or promote an existing user)")
     ca.add_argument("--email", required=True)
     ca.add_argument("--password-stdin", action="store_true", help="read the password from stdin")

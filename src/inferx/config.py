@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(512, ge=1)
     slow_request_ms: float = Field(1000.0, gt=0)
     graceful_timeout_s: int = Field(25, ge=1)
+    shutdown_delay_s: float = Field(2.0, ge=0, le=60)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

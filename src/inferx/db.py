@@ -33,7 +33,11 @@ def create_engine(url: str) -> AsyncEngine:
         pool_pre_ping=True,
         pool_timeout=5,
         # Fail fast instead of hanging when PostgreSQL is slow or gone.
-        connect_args={"timeout": 5, "command_timeout": 10, "server_settings": {"statement_timeout": "10000"}},
+        connect_args={
+            "timeout": 5,
+            "command_timeout": 10,
+            "server_settings": {"statement_timeout": "10000"},
+        },
     )
 
 

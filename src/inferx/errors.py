@@ -57,7 +57,10 @@ class TooManyRequests(InferxError):
 
     def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
         super().__init__(
-            detail, headers={"Retry-After": str(max(1, retry_after))}, retry_after=retry_after, **extra
+            detail,
+            headers={"Retry-After": str(max(1, retry_after))},
+            retry_after=retry_after,
+            **extra,
         )
 
 
@@ -104,19 +107,20 @@ def install_handlers(app: FastAPI) -> None:
         errors = _clean_validation_errors(exc.errors())
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
-        return problem(
-            request, 422, "Invalid input", f"{where}: {first['msg']}", errors=errors
-        )
+        return problem(request, 422, "Invalid input", f"{where}: {first['msg']}", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) else title
-        return problem(request, exc.status_code, title, detail, headers=exc.headers)
+        return problem(request, exc.status_code, title, detail, headers=dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.error("request.unhandled_error", error_type=type(exc).__name__, exc_info=exc)
         return problem(
-            request, 500, "Internal server error", "An unexpected error occurred; quote the request_id."
+            request,
+            500,
+            "Internal server error",
+            "An unexpected error occurred; quote the request_id.",
         )

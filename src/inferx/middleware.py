@@ -109,8 +109,13 @@ class RequestContextMiddleware:
             status = 500
             if not started:
                 await _send_problem(
-                    send, 500, "Internal server error",
-                    "An unexpected error occurred; quote the request_id.", path, request_id, rid_header,
+                    send,
+                    500,
+                    "Internal server error",
+                    "An unexpected error occurred; quote the request_id.",
+                    path,
+                    request_id,
+                    rid_header,
                 )
         finally:
             self._record(scope, status, start)
@@ -173,7 +178,12 @@ def _limited(receive: Receive, limit: int) -> Receive:
 
 
 async def _send_problem(
-    send: Send, status: int, title: str, detail: str, path: str, request_id: str,
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    path: str,
+    request_id: str,
     rid_header: tuple[bytes, bytes],
 ) -> None:
     body = _problem_bytes(status, title, detail, path, request_id)

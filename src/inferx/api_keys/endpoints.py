@@ -8,9 +8,9 @@ from inferx.api_keys import service
 from inferx.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, ApiKeyUpdate
 from inferx.auth.dependencies import CurrentUser
 from inferx.context import Ctx, Session
-from inferx.kit.http import ClientIP
+from inferx.kit.http import API_PREFIX, ClientIP
 
-router = APIRouter(prefix="/api-keys", tags=["api-keys"])
+router = APIRouter(prefix=f"{API_PREFIX}/api-keys", tags=["api-keys"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
@@ -35,14 +35,21 @@ async def get_key(key_id: uuid.UUID, user: CurrentUser, ctx: Ctx, session: Sessi
 
 @router.patch("/{key_id}", response_model=ApiKeyRead)
 async def update_key(
-    key_id: uuid.UUID, body: ApiKeyUpdate, user: CurrentUser, ctx: Ctx, session: Session, ip: ClientIP
+    key_id: uuid.UUID,
+    body: ApiKeyUpdate,
+    user: CurrentUser,
+    ctx: Ctx,
+    session: Session,
+    ip: ClientIP,
 ) -> ApiKeyRead:
     """Rename, disable or re-enable an API key."""
     return await service.update(ctx, session, user, key_id, body, ip)
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_key(key_id: uuid.UUID, user: CurrentUser, ctx: Ctx, session: Session, ip: ClientIP) -> Response:
+async def revoke_key(
+    key_id: uuid.UUID, user: CurrentUser, ctx: Ctx, session: Session, ip: ClientIP
+) -> Response:
     """Revoke an API key for good."""
     await service.revoke(ctx, session, user, key_id, ip)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

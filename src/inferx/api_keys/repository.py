@@ -11,7 +11,9 @@ from inferx.tables import ApiKey, User
 async def find_by_hash(session: AsyncSession, key_hash: str) -> tuple[ApiKey, User] | None:
     row = (
         await session.execute(
-            select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.key_hash == key_hash)
+            select(ApiKey, User)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash == key_hash)
         )
     ).first()
     return None if row is None else (row[0], row[1])
@@ -19,9 +21,7 @@ async def find_by_hash(session: AsyncSession, key_hash: str) -> tuple[ApiKey, Us
 
 async def get_owned(session: AsyncSession, owner_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
     return (
-        await session.execute(
-            select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == owner_id)
-        )
+        await session.execute(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == owner_id))
     ).scalar_one_or_none()
 
 

@@ -39,9 +39,15 @@ async def create(
     )
     session.add(key)
     await session.flush()
-    await record(session, "api_key.created", actor_id=owner.id, target_id=key.id, ip=ip, prefix=key.prefix)
+    await record(
+        session, "api_key.created", actor_id=owner.id, target_id=key.id, ip=ip, prefix=key.prefix
+    )
     return ApiKeyCreated(
-        id=key.id, name=key.name, key=secret, prefix=key.prefix, expires_at=key.expires_at,
+        id=key.id,
+        name=key.name,
+        key=secret,
+        prefix=key.prefix,
+        expires_at=key.expires_at,
         created_at=key.created_at,
     )
 
@@ -63,7 +69,12 @@ async def get(ctx: AppContext, session: AsyncSession, owner: User, key_id: uuid.
 
 
 async def update(
-    ctx: AppContext, session: AsyncSession, owner: User, key_id: uuid.UUID, body: ApiKeyUpdate, ip: str
+    ctx: AppContext,
+    session: AsyncSession,
+    owner: User,
+    key_id: uuid.UUID,
+    body: ApiKeyUpdate,
+    ip: str,
 ) -> ApiKeyRead:
     key = await _owned(session, owner, key_id)
     if body.name is not None:
@@ -71,7 +82,10 @@ async def update(
     if body.is_active is not None and body.is_active != key.is_active:
         if body.is_active and key.revoked_at is not None:
             raise Conflict("A revoked API key cannot be re-activated; create a new one.")
-        if body.is_active and await repository.count_active(session, owner.id) >= ctx.settings.api_key_max_active:
+        if (
+            body.is_active
+            and await repository.count_active(session, owner.id) >= ctx.settings.api_key_max_active
+        ):
             raise Conflict(f"You already have {ctx.settings.api_key_max_active} active API keys.")
         key.is_active = body.is_active
         event = "api_key.enabled" if body.is_active else "api_key.disabled"
@@ -80,12 +94,21 @@ async def update(
     return _read(ctx, key)
 
 
-async def revoke(ctx: AppContext, session: AsyncSession, owner: User, key_id: uuid.UUID, ip: str) -> None:
+async def revoke(
+    ctx: AppContext, session: AsyncSession, owner: User, key_id: uuid.UUID, ip: str
+) -> None:
     key = await _owned(session, owner, key_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         key.is_active = False
-        await record(session, "api_key.revoked", actor_id=owner.id, target_id=key.id, ip=ip, prefix=key.prefix)
+        await record(
+            session,
+            "api_key.revoked",
+            actor_id=owner.id,
+            target_id=key.id,
+            ip=ip,
+            prefix=key.prefix,
+        )
 
 
 async def _owned(session: AsyncSession, owner: User, key_id: uuid.UUID) -> ApiKey:

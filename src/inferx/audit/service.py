@@ -25,7 +25,11 @@ def _event(
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     log.info("audit." + event, actor_id=str(actor_id) if actor_id else None, ip=ip, **details)
     return AuditEvent(
-        event=event, actor_id=actor_id, target_id=target_id, ip=ip, request_id=request_id,
+        event=event,
+        actor_id=actor_id,
+        target_id=target_id,
+        ip=ip,
+        request_id=request_id,
         details=details,
     )
 

@@ -46,7 +46,9 @@ async def current_principal(
 ) -> Principal:
     credential = api_key or bearer
     if not credential:
-        raise Unauthorized("Send an access token (Authorization: Bearer ...) or an API key (X-API-Key).")
+        raise Unauthorized(
+            "Send an access token (Authorization: Bearer ...) or an API key (X-API-Key)."
+        )
     if len(credential) > MAX_CREDENTIAL_LEN:
         raise Unauthorized("Invalid credentials.")
     if credential.startswith(API_KEY_PREFIX):

@@ -11,10 +11,10 @@ from inferx.auth.dependencies import CurrentPrincipal, CurrentUser
 from inferx.auth.schemas import LoginBody, PasswordChangeBody, RefreshBody, RegisterBody, TokenPair
 from inferx.context import Ctx, Session
 from inferx.errors import InferxError, InvalidInput
-from inferx.kit.http import ClientIP
+from inferx.kit.http import API_PREFIX, ClientIP
 from inferx.users.schemas import UserRead
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 LOGIN_BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -48,7 +48,9 @@ async def _login_body(request: Request) -> LoginBody:
         if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.form(max_files=0, max_fields=10)
             fields = {k: v for k, v in form.items() if k in ("username", "password")}
-            return LoginBody(email=str(fields.get("username", "")), password=str(fields.get("password", "")))
+            return LoginBody(
+                email=str(fields.get("username", "")), password=str(fields.get("password", ""))
+            )
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"Malformed JSON: {exc.msg} at position {exc.pos}.") from exc
     except ValidationError as exc:
@@ -96,5 +98,7 @@ async def change_password(
     body: PasswordChangeBody, principal: CurrentPrincipal, ctx: Ctx, session: Session, ip: ClientIP
 ) -> Response:
     """Change the password; every other session of the user is signed out."""
-    await service.change_password(ctx, session, principal, body.current_password, body.new_password, ip)
+    await service.change_password(
+        ctx, session, principal, body.current_password, body.new_password, ip
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

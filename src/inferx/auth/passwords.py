@@ -9,7 +9,9 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 
 class Passwords:
-    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int, concurrency: int) -> None:
+    def __init__(
+        self, *, time_cost: int, memory_kib: int, parallelism: int, concurrency: int
+    ) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
         )

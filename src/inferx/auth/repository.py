@@ -30,7 +30,9 @@ async def find(session: AsyncSession, token_hash: str) -> RefreshToken | None:
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def revoke_families(session: AsyncSession, family_ids: list[uuid.UUID], now: datetime) -> None:
+async def revoke_families(
+    session: AsyncSession, family_ids: list[uuid.UUID], now: datetime
+) -> None:
     if family_ids:
         await session.execute(
             update(RefreshToken)

@@ -13,7 +13,9 @@ class RegisterBody(Schema):
     password: Password
 
     model_config = {
-        "json_schema_extra": {"examples": [{"email": "ada@example.com", "password": "correct horse battery"}]}
+        "json_schema_extra": {
+            "examples": [{"email": "ada@example.com", "password": "correct horse battery"}]
+        }
     }
 
 
@@ -22,7 +24,9 @@ class LoginBody(Schema):
     password: str = Field(min_length=1, max_length=1024)
 
     model_config = {
-        "json_schema_extra": {"examples": [{"email": "ada@example.com", "password": "correct horse battery"}]}
+        "json_schema_extra": {
+            "examples": [{"email": "ada@example.com", "password": "correct horse battery"}]
+        }
     }
 
 

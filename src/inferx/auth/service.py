@@ -28,13 +28,17 @@ def _failure_window(ctx: AppContext, amount: int) -> RateLimitItem:
     return RateLimitItemPerSecond(amount, ctx.settings.login_lock_window_s)
 
 
-async def register(ctx: AppContext, session: AsyncSession, email: str, password: str, ip: str) -> User:
+async def register(
+    ctx: AppContext, session: AsyncSession, email: str, password: str, ip: str
+) -> User:
     decision = await ctx.limiter.hit(
         RateLimitItemPerHour(ctx.settings.register_per_ip_per_hour), "register", "ip", ip
     )
     if not decision.allowed:
         ctx.metrics.rate_limited.labels("register").inc()
-        raise TooManyRequests("Too many registrations from this address.", retry_after=decision.retry_after)
+        raise TooManyRequests(
+            "Too many registrations from this address.", retry_after=decision.retry_after
+        )
     if await users_repo.get_by_email(session, email) is not None:
         raise Conflict("An account with this email already exists.")
     user = User(email=email, password_hash=await ctx.passwords.hash(password))
@@ -47,7 +51,9 @@ async def register(ctx: AppContext, session: AsyncSession, email: str, password:
     return user
 
 
-async def login(ctx: AppContext, session: AsyncSession, email: str, password: str, ip: str) -> TokenPair:
+async def login(
+    ctx: AppContext, session: AsyncSession, email: str, password: str, ip: str
+) -> TokenPair:
     email = email.strip().lower()
     per_account = _failure_window(ctx, ctx.settings.login_max_failures_per_account)
     per_ip = _failure_window(ctx, ctx.settings.login_max_failures_per_ip)
@@ -65,7 +71,10 @@ async def login(ctx: AppContext, session: AsyncSession, email: str, password: st
         await ctx.limiter.hit(per_ip, "login", "ip", ip)
         ctx.metrics.auth_failures.labels("password").inc()
         await record_now(
-            ctx.sessions, "login.failed", actor_id=user.id if user else None, ip=ip,
+            ctx.sessions,
+            "login.failed",
+            actor_id=user.id if user else None,
+            ip=ip,
             reason="disabled" if ok else "bad_credentials",
         )
         raise Unauthorized(BAD_LOGIN)
@@ -90,20 +99,22 @@ async def refresh(ctx: AppContext, session: AsyncSession, token: str, ip: str) -
     return await _issue(ctx, session, user, family_id=spent.family_id)
 
 
-async def _refresh_refused(ctx: AppContext, session: AsyncSession, token_hash: str, ip: str) -> None:
+async def _refresh_refused(
+    ctx: AppContext, session: AsyncSession, token_hash: str, ip: str
+) -> None:
     ctx.metrics.auth_failures.labels("refresh").inc()
     known = await tokens_repo.find(session, token_hash)
     if known is None or known.used_at is None or known.revoked_at is not None:
         return
     # A spent token came back: someone holds a copy. The whole family dies, for both holders,
     # in a transaction of its own (the request's rolls back; on SQLite it also holds the lock).
+    family_id, user_id = known.family_id, known.user_id
     await session.rollback()
     async with ctx.sessions() as own, own.begin():
-        await tokens_repo.revoke_families(own, [known.family_id], utcnow())
-    await _deny_families(ctx, [known.family_id])
+        await tokens_repo.revoke_families(own, [family_id], utcnow())
+    await _deny_families(ctx, [family_id])
     await record_now(
-        ctx.sessions, "refresh_token.reused", actor_id=known.user_id, ip=ip,
-        family_id=str(known.family_id),
+        ctx.sessions, "refresh_token.reused", actor_id=user_id, ip=ip, family_id=str(family_id)
     )
 
 
@@ -134,10 +145,14 @@ async def change_password(
     families = await tokens_repo.live_families(session, user.id, now, except_family=keep)
     await tokens_repo.revoke_families(session, families, now)
     await _deny_families(ctx, families)
-    await record(session, "password.changed", actor_id=user.id, ip=ip, revoked_sessions=len(families))
+    await record(
+        session, "password.changed", actor_id=user.id, ip=ip, revoked_sessions=len(families)
+    )
 
 
-async def _issue(ctx: AppContext, session: AsyncSession, user: User, *, family_id: uuid.UUID) -> TokenPair:
+async def _issue(
+    ctx: AppContext, session: AsyncSession, user: User, *, family_id: uuid.UUID
+) -> TokenPair:
     refresh_token = new_token(REFRESH_TOKEN_PREFIX)
     session.add(
         RefreshToken(

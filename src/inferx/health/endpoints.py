@@ -24,7 +24,11 @@ async def _check(name: str, probe: Any) -> dict[str, Any]:
         status, error = "ok", None
     except Exception as exc:
         status, error = "down", type(exc).__name__
-    result: dict[str, Any] = {"name": name, "status": status, "ms": round((time.perf_counter() - start) * 1000, 2)}
+    result: dict[str, Any] = {
+        "name": name,
+        "status": status,
+        "ms": round((time.perf_counter() - start) * 1000, 2),
+    }
     if error:
         result["error"] = error
     return result
@@ -51,7 +55,9 @@ async def ready(ctx: Ctx) -> JSONResponse:
     checks = await dependency_checks(ctx)
     failing = [c["name"] for c in checks if c["status"] != "ok"]
     if failing:
-        return JSONResponse({"status": "unavailable", "failing": failing, "checks": checks}, status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "failing": failing, "checks": checks}, status_code=503
+        )
     return JSONResponse({"status": "ok", "checks": checks})
 
 

@@ -6,6 +6,8 @@ from fastapi import Depends, Query, Request
 
 from inferx.kit.schemas import clamp_limit
 
+API_PREFIX = "/api/v1"
+
 
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"

@@ -32,7 +32,9 @@ class Decision:
 
 
 class Limiter:
-    def __init__(self, redis_url: str | None = None, *, prefix: str = "inferx", timeout_s: float = 0.25) -> None:
+    def __init__(
+        self, redis_url: str | None = None, *, prefix: str = "inferx", timeout_s: float = 0.25
+    ) -> None:
         self._memory = MovingWindowRateLimiter(MemoryStorage())
         self._redis: MovingWindowRateLimiter | None = None
         self._storage: Storage | None = None
@@ -86,7 +88,9 @@ class Limiter:
     async def _decide(
         limiter: MovingWindowRateLimiter, item: RateLimitItem, key: tuple[str, ...], cost: int
     ) -> Decision:
-        allowed = await limiter.hit(item, *key, cost=cost) if cost else await limiter.test(item, *key)
+        allowed = (
+            await limiter.hit(item, *key, cost=cost) if cost else await limiter.test(item, *key)
+        )
         stats = await limiter.get_window_stats(item, *key)
         return Decision(allowed, item.amount, stats.remaining, stats.reset_time)
 

@@ -10,12 +10,12 @@ from pydantic import BaseModel, ConfigDict
 from inferx.audit import repository as audit_repo
 from inferx.auth.dependencies import AdminUser
 from inferx.context import Session
-from inferx.kit.http import ClientIP, Paging
+from inferx.kit.http import API_PREFIX, ClientIP, Paging
 from inferx.kit.schemas import Page
 from inferx.users import repository, service
 from inferx.users.schemas import Role, Tier, UserAdminUpdate, UserRead
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
 
 
 class AuditEventRead(BaseModel):
@@ -44,7 +44,9 @@ async def list_users(
     stmt = repository.list_statement(email=email, role=role, tier=tier)
     users, total = await repository.page(session, stmt, limit=paging.limit, offset=paging.offset)
     return Page(
-        items=[UserRead.model_validate(u) for u in users], total=total, limit=paging.limit,
+        items=[UserRead.model_validate(u) for u in users],
+        total=total,
+        limit=paging.limit,
         offset=paging.offset,
     )
 
@@ -70,6 +72,8 @@ async def list_audit_events(
         session, event=event, actor_id=actor_id, limit=paging.limit, offset=paging.offset
     )
     return Page(
-        items=[AuditEventRead.model_validate(r) for r in rows], total=total, limit=paging.limit,
+        items=[AuditEventRead.model_validate(r) for r in rows],
+        total=total,
+        limit=paging.limit,
         offset=paging.offset,
     )

@@ -16,7 +16,7 @@ async def get_by_email(session: AsyncSession, email: str) -> User | None:
     return (await session.execute(select(User).where(User.email == email))).scalar_one_or_none()
 
 
-def list_statement(*, email: str | None, role: str | None, tier: str | None) -> Select[tuple[User]]:
+def list_statement(*, email: str | None, role: str | None, tier: str | None) -> Select[User]:
     stmt = select(User)
     if email:
         stmt = stmt.where(User.email.contains(email.lower(), autoescape=True))
@@ -28,8 +28,10 @@ def list_statement(*, email: str | None, role: str | None, tier: str | None) -> 
 
 
 async def page(
-    session: AsyncSession, stmt: Select[tuple[User]], *, limit: int, offset: int
+    session: AsyncSession, stmt: Select[User], *, limit: int, offset: int
 ) -> tuple[list[User], int]:
     total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
-    rows = await session.execute(stmt.order_by(User.created_at, User.id).limit(limit).offset(offset))
+    rows = await session.execute(
+        stmt.order_by(User.created_at, User.id).limit(limit).offset(offset)
+    )
     return list(rows.scalars()), total

@@ -16,7 +16,7 @@ def normalise_email(value: str) -> str:
     from email_validator import EmailNotValidError, validate_email
 
     try:
-        info = validate_email(value, check_deliverability=False)
+        info = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from exc
     return info.normalized.lower()

@@ -29,8 +29,13 @@ async def admin_update(
         if new is not None and new != old:
             setattr(user, field, new)
             await record(
-                session, f"user.{field}_changed", actor_id=admin.id, target_id=user.id, ip=ip,
-                old=old, new=new,
+                session,
+                f"user.{field}_changed",
+                actor_id=admin.id,
+                target_id=user.id,
+                ip=ip,
+                old=old,
+                new=new,
             )
     await session.flush()
     return user
