@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(0.25, gt=0, le=10)
     auto_migrate: bool | None = None
 
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
     secret_key: SecretStr | None = None
     jwt_issuer: str = "inferx"
     jwt_audience: str = "inferx-api"
@@ -83,6 +87,13 @@ class Settings(BaseSettings):
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("INFERX_SECRET_KEY must be at least 32 characters")
         return self
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_scheme(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("s3://", "file://")):
+            raise ValueError("must be s3://bucket[/prefix] or file:///path")
+        return v or None
 
     @property
     def db_url(self) -> str:
