@@ -1,0 +1,189 @@
+"""scikit-learn (and sklearn-API) estimators from pickle/joblib files, via the allow-list loader."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from inferx.inference.runtimes.base import (
+    FeatureDtype,
+    LoadedModel,
+    ModelLoadError,
+    OutputKind,
+    require,
+)
+from inferx.registry.safe_pickle import read_pickle_bytes, safe_loads
+
+_LIBRARIES = {"sklearn": "scikit-learn", "xgboost": "xgboost", "lightgbm": "lightgbm"}
+
+
+@dataclass(eq=False, kw_only=True)
+class SklearnModel(LoadedModel):
+    estimator: Any
+    proba: bool = False
+    saved_with_version: str | None = None
+    # raw input column -> categories a fitted encoder knows for it
+    categories: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.predict(self._frame(self.prepare(X))))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray | None:
+        if not self.proba:
+            return None
+        return np.asarray(self.estimator.predict_proba(self._frame(self.prepare(X))))
+
+    @property
+    def has_predict_proba(self) -> bool:
+        return self.proba
+
+    def describe(self) -> dict[str, Any]:
+        return {"saved_with_version": self.saved_with_version}
+
+    def sample_input(self, rows: int = 2) -> np.ndarray | None:
+        sample = super().sample_input(rows)
+        if sample is None or not self.categories:
+            return sample
+        sample = sample.astype(object)
+        for column, known in self.categories.items():
+            if len(known):
+                sample[:, column] = known[0]
+        return sample
+
+    def _frame(self, X: np.ndarray) -> Any:
+        # Estimators fitted on a DataFrame select columns by name; give them one if we can.
+        if self.feature_names is None:
+            return X
+        try:
+            import pandas as pd
+        except ImportError:
+            return X
+        return pd.DataFrame(X, columns=self.feature_names)
+
+
+def load(path: str, *, extra_allowed: Iterable[str] = ()) -> SklearnModel:
+    data = read_pickle_bytes(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator = safe_loads(data, extra_allowed)
+    return from_estimator(
+        estimator,
+        framework="sklearn",
+        nbytes=len(data),
+        saved_with_version=saved_sklearn_version(caught),
+    )
+
+
+def saved_sklearn_version(caught: list[warnings.WarningMessage]) -> str | None:
+    """The scikit-learn version a model was saved with, as its unpickling warned about."""
+    for message in caught:
+        original = getattr(message.message, "original_sklearn_version", None)
+        if isinstance(original, str):
+            return original
+    return None
+
+
+def from_estimator(
+    estimator: Any, *, framework: str, nbytes: int, saved_with_version: str | None = None
+) -> SklearnModel:
+    if not callable(getattr(estimator, "predict", None)):
+        raise ModelLoadError(
+            f"the file holds a {type(estimator).__name__}, not a model with a predict() method"
+        )
+    root = type(estimator).__module__.split(".")[0]
+    library = _LIBRARIES.get(root, root)
+    n_features = getattr(estimator, "n_features_in_", None)
+    names = getattr(estimator, "feature_names_in_", None)
+    categories = _column_categories(estimator)
+    return SklearnModel(
+        framework=framework,
+        library=library,
+        library_version=_version(root),
+        estimator_class=f"{type(estimator).__module__}.{type(estimator).__qualname__}",
+        classes=_to_list(getattr(estimator, "classes_", None)),
+        n_features=int(n_features) if isinstance(n_features, int | np.integer) else None,
+        feature_names=[str(n) for n in names] if names is not None else None,
+        feature_dtypes=_feature_dtypes(categories, n_features),
+        input_dtype=np.dtype(object) if _has_strings(categories) else np.dtype(np.float64),
+        output_kind=_output_kind(estimator),
+        nbytes_estimate=nbytes,
+        estimator=estimator,
+        proba=hasattr(estimator, "predict_proba"),
+        saved_with_version=saved_with_version or _version("sklearn"),
+        categories=categories,
+    )
+
+
+def _version(root: str) -> str:
+    try:
+        return str(importlib.import_module(root).__version__)
+    except (ImportError, AttributeError):
+        return "unknown"
+
+
+def _to_list(values: Any) -> list[Any] | None:
+    if values is None:
+        return None
+    if isinstance(values, np.ndarray):
+        return list(values.tolist())
+    return [_to_list(v) if isinstance(v, np.ndarray) else v for v in values]
+
+
+def _output_kind(estimator: Any) -> OutputKind:
+    base = require("sklearn.base", "sklearn")
+    try:
+        if base.is_classifier(estimator):
+            return "classifier"
+        if base.is_regressor(estimator):
+            return "regressor"
+    except Exception:  # estimators outside sklearn may not implement tags
+        kind = getattr(estimator, "_estimator_type", None)
+        if kind in ("classifier", "regressor"):
+            return kind  # type: ignore[no-any-return]
+    return "other"
+
+
+def _first_step(estimator: Any) -> Any:
+    """The step that sees the raw input columns."""
+    while hasattr(estimator, "steps") and estimator.steps:
+        estimator = estimator.steps[0][1]
+    return estimator
+
+
+def _column_categories(estimator: Any) -> dict[int, np.ndarray]:
+    first = _first_step(estimator)
+    per_transformer = getattr(first, "_transformer_to_input_indices", None)
+    if isinstance(per_transformer, dict) and hasattr(first, "transformers_"):
+        found: dict[int, np.ndarray] = {}
+        for name, transformer, _ in first.transformers_:
+            known = getattr(_first_step(transformer), "categories_", None)
+            columns = per_transformer.get(name)
+            if known is not None and columns is not None and len(columns) == len(known):
+                found.update(zip((int(c) for c in columns), known, strict=True))
+        return found
+    known = getattr(first, "categories_", None)
+    if known is not None and len(known) == getattr(first, "n_features_in_", -1):
+        return dict(enumerate(known))
+    return {}
+
+
+def _has_strings(categories: dict[int, np.ndarray]) -> bool:
+    return any(np.asarray(known).dtype.kind in "OUS" for known in categories.values())
+
+
+def _feature_dtypes(
+    categories: dict[int, np.ndarray], n_features: Any
+) -> list[FeatureDtype] | None:
+    if not categories or not isinstance(n_features, int | np.integer):
+        return None
+    kinds: dict[str, FeatureDtype] = {"O": "string", "U": "string", "S": "string", "b": "bool"}
+    kinds |= {"i": "int", "u": "int"}
+    return [
+        kinds.get(np.asarray(categories[i]).dtype.kind, "float") if i in categories else "float"
+        for i in range(int(n_features))
+    ]
