@@ -221,3 +221,48 @@ async def make_api(
 async def api(make_api: Callable[..., Any], settings: Settings) -> Api:
     result: Api = await make_api(settings)
     return result
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real model files: iris LogisticRegression as pickle, joblib, skops and ONNX, plus a
+    20-feature RandomForest and a regressor."""
+    import pickle
+
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    out = tmp_path_factory.mktemp("models")
+    x, y = load_iris(return_X_y=True)
+    iris = LogisticRegression(max_iter=500).fit(x, y)
+    files = {"iris.pkl": out / "iris.pkl", "iris.joblib": out / "iris.joblib"}
+    files["iris.pkl"].write_bytes(pickle.dumps(iris, protocol=5))
+    joblib.dump(iris, files["iris.joblib"])
+    try:
+        import skops.io
+
+        files["iris.skops"] = out / "iris.skops"
+        skops.io.dump(iris, files["iris.skops"])
+    except ImportError:
+        pass
+    try:
+        from skl2onnx import to_onnx
+
+        onx = to_onnx(iris, x[:1].astype(np.float32), options={id(iris): {"zipmap": False}})
+        files["iris.onnx"] = out / "iris.onnx"
+        files["iris.onnx"].write_bytes(onx.SerializeToString())
+    except ImportError:
+        pass
+    rng = np.random.default_rng(0)
+    xr = rng.normal(size=(400, 20))
+    yr = (xr[:, 0] + xr[:, 1] > 0).astype(int)
+    rf = RandomForestClassifier(n_estimators=100, random_state=0).fit(xr, yr)
+    files["rf.joblib"] = out / "rf.joblib"
+    joblib.dump(rf, files["rf.joblib"])
+    reg = LinearRegression().fit(xr[:, :3], xr[:, 0] * 2 + 1)
+    files["reg.pkl"] = out / "reg.pkl"
+    files["reg.pkl"].write_bytes(pickle.dumps(reg))
+    return files

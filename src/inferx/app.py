@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,11 +27,14 @@ from inferx.config import Settings
 from inferx.context import AppContext
 from inferx.db import create_engine, create_sessionmaker
 from inferx.errors import install_handlers
+from inferx.events import create_event_bus
 from inferx.health.endpoints import router as health_router
 from inferx.kit.http import API_PREFIX
 from inferx.metrics import Metrics
 from inferx.middleware import RequestContextMiddleware
 from inferx.quotas.limiter import Limiter
+from inferx.registry.endpoints import router as models_router
+from inferx.registry.storage import create_storage
 from inferx.state import MemoryState, RedisState, SharedState
 from inferx.users.endpoints import router as admin_router
 
@@ -50,10 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx = await _build_context(settings, metrics)
         app.state.ctx = ctx
         ctx.key_usage.start()
+        await ctx.events.start()
         try:
             yield
         finally:
             ctx.shutting_down = True
+            await ctx.events.stop()
             await ctx.key_usage.stop()
             await ctx.state.close()
             if ctx.redis is not None:
@@ -94,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slow_request_ms=settings.slow_request_ms,
     )
 
-    for router in (auth_router, api_keys_router, admin_router, health_router):
+    for router in (auth_router, api_keys_router, admin_router, models_router, health_router):
         app.include_router(router)
     _install_docs(app)
 
@@ -142,6 +149,9 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
         ),
         key_usage=KeyUsage(sessions, settings.api_key_usage_flush_s),
         metrics=metrics,
+        storage=create_storage(settings),
+        events=create_event_bus(redis, settings.redis_prefix),
+        validations=asyncio.Semaphore(max(1, os.cpu_count() or 1)),
         extras={"started": time.monotonic()},
     )
 

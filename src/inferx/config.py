@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = ["*"]
     max_body_mb: float = Field(10.0, gt=0)
     max_upload_mb: int = Field(512, ge=1)
+    allow_pickle: bool = True
+    pickle_allow: list[str] = []
+    validation_timeout_s: float = Field(120.0, gt=0, le=3600)
+    sandbox_memory_mb: int = Field(8192, ge=256)
     slow_request_ms: float = Field(1000.0, gt=0)
     graceful_timeout_s: int = Field(25, ge=1)
     shutdown_delay_s: float = Field(2.0, ge=0, le=60)

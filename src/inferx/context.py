@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -15,8 +16,10 @@ from inferx.auth.passwords import Passwords
 from inferx.auth.tokens import TokenSigner
 from inferx.config import Settings
 from inferx.db import unit_of_work
+from inferx.events import EventBus
 from inferx.metrics import Metrics
 from inferx.quotas.limiter import Limiter
+from inferx.registry.storage import ModelStorage
 from inferx.state import SharedState
 
 
@@ -32,6 +35,9 @@ class AppContext:
     signer: TokenSigner
     key_usage: KeyUsage
     metrics: Metrics
+    storage: ModelStorage
+    events: EventBus
+    validations: asyncio.Semaphore
     shutting_down: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+log = structlog.get_logger("inferx.db")
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -54,6 +56,14 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run ``callback`` once the unit of work has committed (never if it rolls back)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
 @asynccontextmanager
 async def unit_of_work(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """Commit on success, roll back on error: the one transaction of a request or a task."""
@@ -62,8 +72,14 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator
             yield session
             await session.commit()
         except BaseException:
+            session.info.pop("after_commit", None)
             await session.rollback()
             raise
+        for callback in session.info.pop("after_commit", []):
+            try:
+                await callback()
+            except Exception as exc:  # the data is committed; a failed notification is logged
+                log.warning("db.after_commit_failed", error=type(exc).__name__, exc_info=exc)
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -35,7 +35,7 @@ async def _check(name: str, probe: Any) -> dict[str, Any]:
 
 
 async def dependency_checks(ctx: AppContext) -> list[dict[str, Any]]:
-    probes = [_check("database", ping(ctx.engine))]
+    probes = [_check("database", ping(ctx.engine)), _check("storage", ctx.storage.ping())]
     if ctx.redis is not None:
         probes.append(_check("redis", ctx.redis.ping()))
     return list(await asyncio.gather(*probes))

@@ -4,6 +4,16 @@ from inferx.tables.api_keys import ApiKey
 from inferx.tables.audit import AuditEvent
 from inferx.tables.auth import RefreshToken
 from inferx.tables.base import Base
+from inferx.tables.registry import Model, ModelShare, ModelVersion
 from inferx.tables.users import User
 
-__all__ = ["ApiKey", "AuditEvent", "Base", "RefreshToken", "User"]
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "Model",
+    "ModelShare",
+    "ModelVersion",
+    "RefreshToken",
+    "User",
+]
