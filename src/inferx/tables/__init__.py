@@ -4,6 +4,7 @@ from inferx.tables.api_keys import ApiKey
 from inferx.tables.audit import AuditEvent
 from inferx.tables.auth import RefreshToken
 from inferx.tables.base import Base
+from inferx.tables.predictions import LatencyBucket, Prediction, PredictionRollup
 from inferx.tables.registry import Model, ModelShare, ModelVersion
 from inferx.tables.users import User
 
@@ -11,9 +12,12 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "LatencyBucket",
     "Model",
     "ModelShare",
     "ModelVersion",
+    "Prediction",
+    "PredictionRollup",
     "RefreshToken",
     "User",
 ]
