@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
 
+    inference_workers: int | None = Field(None, ge=1, le=64)
+    inference_eager_start: bool = True
+    worker_memory_mb: int = Field(8192, ge=256)
+    model_cache_mb: int = Field(2048, ge=16)
+    model_cache_items: int = Field(32, ge=1)
+    predict_timeout_s: float = Field(10.0, gt=0, le=600)
+    predict_max_rows: int = Field(1000, ge=1, le=100_000)
+    batch_max_rows: int = Field(64, ge=1, le=100_000)
+    result_cache_ttl_s: float = Field(300.0, ge=0)
+    result_cache_items: int = Field(10_000, ge=1)
+    auth_cache_ttl_s: float = Field(5.0, ge=0, le=60)
+    auth_cache_stale_s: float = Field(600.0, ge=0)
+    log_prediction_payloads: bool = False
+    prediction_log_buffer: int = Field(100_000, ge=100)
+    prediction_log_flush_s: float = Field(1.0, gt=0)
+
     secret_key: SecretStr | None = None
     jwt_issuer: str = "inferx"
     jwt_audience: str = "inferx-api"
