@@ -20,6 +20,7 @@ from inferx import __version__
 from inferx import logging as inferx_logging
 from inferx.api_keys.endpoints import router as api_keys_router
 from inferx.api_keys.usage import KeyUsage
+from inferx.auth.cache import AuthCache
 from inferx.auth.endpoints import router as auth_router
 from inferx.auth.passwords import Passwords
 from inferx.auth.tokens import TokenSigner
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx = await _build_context(settings, metrics)
         app.state.ctx = ctx
         ctx.key_usage.start()
+        ctx.auth_cache.subscribe(ctx.events)
         await ctx.events.start()
         try:
             yield
@@ -148,6 +150,7 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
             ttl_s=settings.access_token_ttl_s,
         ),
         key_usage=KeyUsage(sessions, settings.api_key_usage_flush_s),
+        auth_cache=AuthCache(settings.auth_cache_ttl_s, settings.auth_cache_stale_s),
         metrics=metrics,
         storage=create_storage(settings),
         events=create_event_bus(redis, settings.redis_prefix),

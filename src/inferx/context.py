@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from inferx.api_keys.usage import KeyUsage
+from inferx.auth.cache import AuthCache
 from inferx.auth.passwords import Passwords
 from inferx.auth.tokens import TokenSigner
 from inferx.config import Settings
@@ -34,6 +35,7 @@ class AppContext:
     passwords: Passwords
     signer: TokenSigner
     key_usage: KeyUsage
+    auth_cache: AuthCache
     metrics: Metrics
     storage: ModelStorage
     events: EventBus

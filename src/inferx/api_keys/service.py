@@ -9,6 +9,7 @@ from inferx.api_keys import repository
 from inferx.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead, ApiKeyUpdate
 from inferx.audit.service import record
 from inferx.context import AppContext
+from inferx.db import after_commit
 from inferx.errors import Conflict, NotFound
 from inferx.kit.crypto import API_KEY_PREFIX, new_token, sha256_hex
 from inferx.kit.time import utcnow
@@ -90,6 +91,7 @@ async def update(
         key.is_active = body.is_active
         event = "api_key.enabled" if body.is_active else "api_key.disabled"
         await record(session, event, actor_id=owner.id, target_id=key.id, ip=ip, prefix=key.prefix)
+        _key_changed(ctx, session, key)
     await session.flush()
     return _read(ctx, key)
 
@@ -109,6 +111,11 @@ async def revoke(
             ip=ip,
             prefix=key.prefix,
         )
+
+
+def _key_changed(ctx: AppContext, session: AsyncSession, key: ApiKey) -> None:
+    payload = {"api_key_id": str(key.id), "user_id": str(key.user_id)}
+    after_commit(session, lambda: ctx.events.publish("api_key.changed", payload))
 
 
 async def _owned(session: AsyncSession, owner: User, key_id: uuid.UUID) -> ApiKey:

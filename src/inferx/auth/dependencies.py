@@ -9,14 +9,12 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
-from inferx.api_keys import repository as keys_repo
 from inferx.auth.tokens import AccessClaims, InvalidToken
 from inferx.context import AppContext, Ctx, Session
 from inferx.errors import Forbidden, Unauthorized
 from inferx.kit.crypto import API_KEY_PREFIX, same, sha256_hex
 from inferx.kit.time import utcnow
 from inferx.tables import User
-from inferx.users import repository as users_repo
 
 # Declared for OpenAPI (Swagger's Authorize button); the actual parsing is below.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
@@ -27,6 +25,8 @@ MAX_CREDENTIAL_LEN = 4096
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """The caller. ``user`` is a detached copy (cached): load the row to change it."""
+
     user: User
     via: Literal["jwt", "api_key"]
     api_key_id: uuid.UUID | None = None
@@ -64,19 +64,19 @@ async def current_principal(
 
 async def _from_api_key(ctx: AppContext, session: Session, key: str) -> Principal:
     key_hash = sha256_hex(key)
-    found = await keys_repo.find_by_hash(session, key_hash)
-    if found is None or not same(found[0].key_hash, key_hash):
+    record = await ctx.auth_cache.key(session, key_hash)
+    if record is None or not same(record.key_hash, key_hash):
         ctx.metrics.auth_failures.labels("api_key").inc()
         raise Unauthorized("Invalid API key.")
-    api_key, user = found
-    if not api_key.is_active or api_key.revoked_at is not None:
+    if not record.is_active or record.revoked:
         raise Unauthorized("This API key has been revoked.")
-    if api_key.expires_at <= utcnow():
+    if record.expires_at <= utcnow():
         raise Unauthorized("This API key has expired.")
-    if not user.is_active:
+    user = await ctx.auth_cache.user(session, record.user_id)
+    if user is None or not user.is_active:
         raise Unauthorized("This account is disabled.")
-    ctx.key_usage.touch(api_key.id)
-    return Principal(user=user, via="api_key", api_key_id=api_key.id)
+    ctx.key_usage.touch(record.id)
+    return Principal(user=user, via="api_key", api_key_id=record.id)
 
 
 async def _from_jwt(ctx: AppContext, session: Session, token: str) -> Principal:
@@ -87,7 +87,7 @@ async def _from_jwt(ctx: AppContext, session: Session, token: str) -> Principal:
         raise Unauthorized("Invalid or expired access token.") from exc
     if await ctx.state.exists_any(*denylist_keys(claims)):
         raise Unauthorized("This access token has been revoked.")
-    user = await users_repo.get(session, claims.user_id)
+    user = await ctx.auth_cache.user(session, claims.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("Invalid or expired access token.")
     return Principal(user=user, via="jwt", claims=claims)

@@ -14,6 +14,7 @@ from inferx.auth import repository as tokens_repo
 from inferx.auth.dependencies import Principal, denylist_keys
 from inferx.auth.schemas import TokenPair
 from inferx.context import AppContext
+from inferx.db import after_commit
 from inferx.errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 from inferx.kit.crypto import REFRESH_TOKEN_PREFIX, new_token, sha256_hex
 from inferx.kit.time import utcnow
@@ -133,7 +134,9 @@ async def logout(ctx: AppContext, session: AsyncSession, principal: Principal, i
 async def change_password(
     ctx: AppContext, session: AsyncSession, principal: Principal, current: str, new: str, ip: str
 ) -> None:
-    user = principal.user
+    user = await users_repo.get(session, principal.user.id)
+    if user is None:
+        raise Unauthorized("Invalid or expired access token.")
     ok, _ = await ctx.passwords.verify(user.password_hash, current)
     if not ok:
         ctx.metrics.auth_failures.labels("password").inc()
@@ -148,6 +151,12 @@ async def change_password(
     await record(
         session, "password.changed", actor_id=user.id, ip=ip, revoked_sessions=len(families)
     )
+
+
+def user_changed(ctx: AppContext, session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Every process drops its cached copy of the user once this transaction commits."""
+    payload = {"user_id": str(user_id)}
+    after_commit(session, lambda: ctx.events.publish("user.changed", payload))
 
 
 async def _issue(

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from inferx.audit import repository as audit_repo
 from inferx.auth.dependencies import AdminUser
-from inferx.context import Session
+from inferx.context import Ctx, Session
 from inferx.kit.http import API_PREFIX, ClientIP, Paging
 from inferx.kit.schemas import Page
 from inferx.users import repository, service
@@ -53,10 +53,17 @@ async def list_users(
 
 @router.patch("/users/{user_id}", response_model=UserRead)
 async def update_user(
-    user_id: uuid.UUID, body: UserAdminUpdate, admin: AdminUser, session: Session, ip: ClientIP
+    user_id: uuid.UUID,
+    body: UserAdminUpdate,
+    admin: AdminUser,
+    ctx: Ctx,
+    session: Session,
+    ip: ClientIP,
 ) -> UserRead:
     """Change a user's role, tier or active flag (admin)."""
-    return UserRead.model_validate(await service.admin_update(session, admin, user_id, body, ip))
+    return UserRead.model_validate(
+        await service.admin_update(ctx, session, admin, user_id, body, ip)
+    )
 
 
 @router.get("/audit-events", response_model=Page[AuditEventRead])

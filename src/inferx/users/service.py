@@ -5,6 +5,8 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferx.audit.service import record
+from inferx.auth.service import user_changed
+from inferx.context import AppContext
 from inferx.errors import Conflict, NotFound
 from inferx.tables import User
 from inferx.users import repository
@@ -16,7 +18,12 @@ class UserNotFound(NotFound):
 
 
 async def admin_update(
-    session: AsyncSession, admin: User, user_id: uuid.UUID, body: UserAdminUpdate, ip: str
+    ctx: AppContext,
+    session: AsyncSession,
+    admin: User,
+    user_id: uuid.UUID,
+    body: UserAdminUpdate,
+    ip: str,
 ) -> User:
     user = await repository.get(session, user_id)
     if user is None:
@@ -38,4 +45,5 @@ async def admin_update(
                 new=new,
             )
     await session.flush()
+    user_changed(ctx, session, user.id)
     return user
