@@ -65,6 +65,29 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = Field(50, ge=1)
     login_lock_window_s: int = Field(900, ge=1)
     register_per_ip_per_hour: int = Field(20, ge=1)
+    refresh_per_ip_per_minute: int = Field(30, ge=1)
+
+    # Quotas per tier. Predictions: a moving 24-hour window (0 = no daily cap) and a moving
+    # 1-minute burst window. Batch rows: a moving 24-hour window (0 = no cap). Jobs: caps on a
+    # user's running and queued batch jobs. Admins override per user (PATCH /admin/users/{id}).
+    quota_free_per_day: int = Field(100, ge=0)
+    quota_free_per_minute: int = Field(10, ge=1)
+    quota_pro_per_day: int = Field(10_000, ge=0)
+    quota_pro_per_minute: int = Field(100, ge=1)
+    quota_enterprise_per_day: int = Field(0, ge=0)
+    quota_enterprise_per_minute: int = Field(1_000, ge=1)
+    quota_free_batch_rows_per_day: int = Field(10_000, ge=0)
+    quota_pro_batch_rows_per_day: int = Field(1_000_000, ge=0)
+    quota_enterprise_batch_rows_per_day: int = Field(0, ge=0)
+    quota_free_max_running_jobs: int = Field(1, ge=1)
+    quota_pro_max_running_jobs: int = Field(2, ge=1)
+    quota_enterprise_max_running_jobs: int = Field(8, ge=1)
+    quota_free_max_queued_jobs: int = Field(10, ge=0)
+    quota_pro_max_queued_jobs: int = Field(100, ge=0)
+    quota_enterprise_max_queued_jobs: int = Field(1_000, ge=0)
+    # While Redis is unreachable each replica enforces limit / this locally, so N replicas
+    # together over-allow at most one limit (set it to the number of API replicas).
+    quota_fallback_replicas: int = Field(1, ge=1, le=1000)
 
     api_key_default_days: int = Field(90, ge=1, le=365)
     api_key_max_active: int = Field(20, ge=1, le=1000)
