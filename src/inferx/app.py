@@ -33,6 +33,7 @@ from inferx.health.endpoints import router as health_router
 from inferx.kit.http import API_PREFIX
 from inferx.metrics import Metrics
 from inferx.middleware import RequestContextMiddleware
+from inferx.quotas.endpoints import router as quotas_router
 from inferx.quotas.limiter import Limiter
 from inferx.registry.endpoints import router as models_router
 from inferx.registry.storage import create_storage
@@ -103,7 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         slow_request_ms=settings.slow_request_ms,
     )
 
-    for router in (auth_router, api_keys_router, admin_router, models_router, health_router):
+    routers = (
+        auth_router, api_keys_router, admin_router, models_router, quotas_router, health_router,
+    )  # fmt: skip
+    for router in routers:
         app.include_router(router)
     _install_docs(app)
 

@@ -1,0 +1,359 @@
+"""Moving windows that are checked together and counted together, in process or on Redis.
+
+A prediction is refused when either the per-minute or the daily window is full, and a refused
+request must count in neither; ``limits`` checks one item per call, so doing this atomically
+and in one Redis round trip needs the small Lua scripts below. The Redis layout is the one of
+``limits``' moving window (a list of hit timestamps, newest first, trimmed to the limit), with
+expired entries popped from the tail so each check costs O(1) amortised.
+
+Weighted windows (a batch job of N rows counts N) keep one entry per job and a running sum.
+Tallies are plain per-day counters (predictions per API key) that never refuse anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+PUSH_CHUNK = 5000  # Lua's unpack() has a stack limit; push large costs in slices
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``limit`` hits per ``seconds``; ``key`` names the bucket. ``limit`` 0 means no cap (only
+    for weighted windows, which still count)."""
+
+    name: str
+    key: str
+    limit: int
+    seconds: int
+
+    @property
+    def capped(self) -> bool:
+        return self.limit > 0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    name: str
+    limit: int
+    seconds: int
+    used: int
+    oldest: float | None  # timestamp of the oldest hit still in the window
+    retry_at: float | None  # when the refused cost would fit; inf if it never can
+
+    @property
+    def capped(self) -> bool:
+        return self.limit > 0
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+    def reset_at(self, now: float) -> float:
+        """When the oldest hit leaves the window (a full window from now when it is empty)."""
+        return (self.oldest if self.oldest is not None else now) + self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    allowed: bool
+    states: tuple[WindowState, ...]
+    refused: WindowState | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Add ``cost`` to ``field`` of the counter ``key`` when the hit is allowed."""
+
+    key: str
+    field: str
+    ttl_s: int
+
+
+class WindowStore(Protocol):
+    async def acquire(
+        self, windows: tuple[Window, ...], cost: int, now: float, tally: Tally | None
+    ) -> Outcome: ...
+
+    async def acquire_weighted(self, window: Window, cost: int, now: float) -> Outcome: ...
+
+    async def tally(self, key: str) -> dict[str, int]: ...
+
+    async def clear(self, *keys: str) -> None: ...
+
+
+def _states(
+    windows: tuple[Window, ...],
+    found: list[tuple[int, float | None, float | None]],
+    added: int,
+    now: float,
+) -> Outcome:
+    """Window states after the call: ``added`` is what was counted (0 when refused)."""
+    states = tuple(
+        WindowState(
+            w.name,
+            w.limit,
+            w.seconds,
+            used + added,
+            oldest if oldest is not None or not added else now,
+            retry_at,
+        )
+        for w, (used, oldest, retry_at) in zip(windows, found, strict=True)
+    )
+    refused = next((s for s in states if s.retry_at is not None), None)
+    return Outcome(refused is None, states, refused)
+
+
+class MemoryWindows:
+    """One process's windows. Each call runs without awaiting, so it is atomic on the loop."""
+
+    SWEEP_EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+        self._weighted: dict[str, tuple[deque[tuple[float, int]], list[int]]] = {}
+        self._tallies: dict[str, tuple[dict[str, int], float]] = {}
+        self._expires: dict[str, float] = {}
+        self._swept = 0.0
+
+    async def acquire(
+        self, windows: tuple[Window, ...], cost: int, now: float, tally: Tally | None = None
+    ) -> Outcome:
+        self._sweep(now)
+        found: list[tuple[int, float | None, float | None]] = []
+        for w in windows:
+            hits = self._hits.get(w.key)
+            if hits is None:
+                found.append((0, None, math.inf if cost > w.limit else None))
+                continue
+            floor = now - w.seconds
+            while hits and hits[0] < floor:
+                hits.popleft()
+            used = len(hits)
+            retry_at: float | None = None
+            if used + cost > w.limit:
+                # The (used + cost - limit)-th oldest hit must leave before ``cost`` more fit.
+                retry_at = (
+                    hits[used + cost - w.limit - 1] + w.seconds if cost <= w.limit else math.inf
+                )
+            found.append((used, hits[0] if hits else None, retry_at))
+        allowed = all(retry_at is None for _, _, retry_at in found)
+        if allowed and cost > 0:
+            for w in windows:
+                hits = self._hits.setdefault(w.key, deque())
+                hits.extend([now] * cost)
+                while len(hits) > w.limit:
+                    hits.popleft()
+                self._expires[w.key] = now + w.seconds
+            if tally is not None:
+                counts, _ = self._tallies.get(tally.key, ({}, 0.0))
+                counts[tally.field] = counts.get(tally.field, 0) + cost
+                self._tallies[tally.key] = (counts, now + tally.ttl_s)
+        return _states(windows, found, cost if allowed else 0, now)
+
+    async def acquire_weighted(self, window: Window, cost: int, now: float) -> Outcome:
+        self._sweep(now)
+        entries, total = self._weighted.get(window.key, (deque(), [0]))
+        floor = now - window.seconds
+        while entries and entries[0][0] < floor:
+            total[0] -= entries.popleft()[1]
+        retry_at: float | None = None
+        if window.capped and total[0] + cost > window.limit:
+            retry_at = math.inf
+            if cost <= window.limit:
+                freed = 0
+                for ts, amount in entries:
+                    freed += amount
+                    if total[0] - freed + cost <= window.limit:
+                        retry_at = ts + window.seconds
+                        break
+        found = [(total[0], entries[0][0] if entries else None, retry_at)]
+        if retry_at is None and cost > 0:
+            entries.append((now, cost))
+            total[0] += cost
+            self._weighted[window.key] = (entries, total)
+            self._expires[window.key] = now + window.seconds
+            return _states((window,), found, cost, now)
+        return _states((window,), found, 0, now)
+
+    async def tally(self, key: str) -> dict[str, int]:
+        counts, _ = self._tallies.get(key, ({}, 0.0))
+        return dict(counts)
+
+    async def clear(self, *keys: str) -> None:
+        for key in keys:
+            self._hits.pop(key, None)
+            self._weighted.pop(key, None)
+            self._tallies.pop(key, None)
+            self._expires.pop(key, None)
+
+    def _sweep(self, now: float) -> None:
+        """Forget buckets nobody used for a whole window, so idle users cost no memory."""
+        if now - self._swept < self.SWEEP_EVERY_S:
+            return
+        self._swept = now
+        for key in [k for k, until in self._expires.items() if until < now]:
+            self._hits.pop(key, None)
+            self._weighted.pop(key, None)
+            del self._expires[key]
+        for key in [k for k, (_, until) in self._tallies.items() if until < now]:
+            del self._tallies[key]
+
+
+# KEYS: n window lists, then optionally a tally hash.
+# ARGV: now, cost, n, (limit, seconds) * n, then tally field and ttl.
+# Returns {refused window index or 0, then used, oldest, retry entry for each window}.
+ACQUIRE = """
+local now = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local out = {0}
+for i = 1, n do
+  local key = KEYS[i]
+  local limit = tonumber(ARGV[2 + 2 * i])
+  local floor = now - tonumber(ARGV[3 + 2 * i])
+  local last = redis.call('lindex', key, -1)
+  while last and tonumber(last) < floor do
+    redis.call('rpop', key)
+    last = redis.call('lindex', key, -1)
+  end
+  local used = redis.call('llen', key)
+  local blocker = false
+  if used + cost > limit then
+    if out[1] == 0 then out[1] = i end
+    if cost <= limit then blocker = redis.call('lindex', key, limit - cost) end
+  end
+  out[#out + 1] = used
+  out[#out + 1] = last or false
+  out[#out + 1] = blocker or false
+end
+if out[1] == 0 and cost > 0 then
+  local entries = {}
+  for j = 1, math.min(cost, 5000) do entries[j] = ARGV[1] end
+  for i = 1, n do
+    local key = KEYS[i]
+    local limit = tonumber(ARGV[2 + 2 * i])
+    local left = cost
+    while left > 0 do
+      local chunk = math.min(left, 5000)
+      redis.call('lpush', key, unpack(entries, 1, chunk))
+      left = left - chunk
+    end
+    redis.call('ltrim', key, 0, limit - 1)
+    redis.call('expire', key, math.ceil(tonumber(ARGV[3 + 2 * i])))
+  end
+  if #KEYS > n then
+    redis.call('hincrby', KEYS[n + 1], ARGV[4 + 2 * n], cost)
+    redis.call('expire', KEYS[n + 1], tonumber(ARGV[5 + 2 * n]))
+  end
+end
+return out
+"""
+
+# KEYS: the list of "timestamp:amount" entries (newest first), its running sum.
+# ARGV: now, cost, limit (0 = no cap), seconds.
+# Returns {allowed 0/1, used, oldest, retry timestamp or false ("inf" when it never fits)}.
+ACQUIRE_WEIGHTED = """
+local now = tonumber(ARGV[1])
+local cost = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local seconds = tonumber(ARGV[4])
+local floor = now - seconds
+local function parse(entry)
+  local sep = string.find(entry, ':', 1, true)
+  return tonumber(string.sub(entry, 1, sep - 1)), tonumber(string.sub(entry, sep + 1))
+end
+local total = tonumber(redis.call('get', KEYS[2]) or '0')
+local last = redis.call('lindex', KEYS[1], -1)
+local oldest = false
+while last do
+  local ts, amount = parse(last)
+  if ts >= floor then oldest = string.sub(last, 1, string.find(last, ':', 1, true) - 1) break end
+  total = total - amount
+  redis.call('rpop', KEYS[1])
+  last = redis.call('lindex', KEYS[1], -1)
+end
+if not last then total = 0 end
+if limit > 0 and total + cost > limit then
+  local retry = 'inf'
+  if cost <= limit then
+    local entries = redis.call('lrange', KEYS[1], 0, -1)
+    local freed = 0
+    for idx = #entries, 1, -1 do
+      local ts, amount = parse(entries[idx])
+      freed = freed + amount
+      if total - freed + cost <= limit then retry = tostring(ts + seconds) break end
+    end
+  end
+  return {0, total, oldest, retry}
+end
+if cost > 0 then
+  redis.call('lpush', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+  total = total + cost
+  redis.call('expire', KEYS[1], math.ceil(seconds))
+  redis.call('set', KEYS[2], total, 'EX', math.ceil(seconds))
+  if not oldest then oldest = ARGV[1] end
+end
+return {1, total, oldest, false}
+"""
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return math.inf if text == "inf" else float(text)
+
+
+class RedisWindows:
+    """The same windows shared by every replica; each call is one round trip."""
+
+    def __init__(self, client: Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._acquire = client.register_script(ACQUIRE)
+        self._acquire_weighted = client.register_script(ACQUIRE_WEIGHTED)
+
+    async def acquire(
+        self, windows: tuple[Window, ...], cost: int, now: float, tally: Tally | None = None
+    ) -> Outcome:
+        keys = [self._prefix + w.key for w in windows]
+        args: list[Any] = [repr(now), cost, len(windows)]
+        for w in windows:
+            args += [w.limit, w.seconds]
+        if tally is not None:
+            keys.append(self._prefix + tally.key)
+            args += [tally.field, tally.ttl_s]
+        raw = await self._acquire(keys=keys, args=args)
+        found: list[tuple[int, float | None, float | None]] = []
+        for i, w in enumerate(windows):
+            used, oldest, blocker = raw[1 + 3 * i : 4 + 3 * i]
+            retry_at: float | None = None
+            if int(used) + cost > w.limit:
+                retry_at = math.inf if blocker is None else float(blocker) + w.seconds
+            found.append((int(used), _float(oldest), retry_at))
+        return _states(windows, found, cost if int(raw[0]) == 0 else 0, now)
+
+    async def acquire_weighted(self, window: Window, cost: int, now: float) -> Outcome:
+        keys = [self._prefix + window.key, self._prefix + window.key + ":sum"]
+        raw = await self._acquire_weighted(
+            keys=keys, args=[repr(now), cost, window.limit, window.seconds]
+        )
+        allowed, used, oldest, retry = raw
+        # The script reports the sum after the call; _states adds what was counted.
+        added = cost if allowed else 0
+        found = [(int(used) - added, _float(oldest), None if allowed else _float(retry))]
+        return _states((window,), found, added, now)
+
+    async def tally(self, key: str) -> dict[str, int]:
+        raw = await self._client.hgetall(self._prefix + key)
+        return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+
+    async def clear(self, *keys: str) -> None:
+        full = [self._prefix + k for k in keys] + [self._prefix + k + ":sum" for k in keys]
+        await self._client.delete(*full)
