@@ -13,7 +13,7 @@ from inferx.context import Ctx, Session
 from inferx.kit.http import API_PREFIX, ClientIP, Paging
 from inferx.kit.schemas import Page
 from inferx.users import repository, service
-from inferx.users.schemas import Role, Tier, UserAdminUpdate, UserRead
+from inferx.users.schemas import Role, Tier, UserAdminRead, UserAdminUpdate
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
 
@@ -31,7 +31,7 @@ class AuditEventRead(BaseModel):
     created_at: datetime
 
 
-@router.get("/users", response_model=Page[UserRead])
+@router.get("/users", response_model=Page[UserAdminRead])
 async def list_users(
     admin: AdminUser,
     session: Session,
@@ -39,19 +39,19 @@ async def list_users(
     email: str | None = None,
     role: Role | None = None,
     tier: Tier | None = None,
-) -> Page[UserRead]:
+) -> Page[UserAdminRead]:
     """All users (admin)."""
     stmt = repository.list_statement(email=email, role=role, tier=tier)
     users, total = await repository.page(session, stmt, limit=paging.limit, offset=paging.offset)
     return Page(
-        items=[UserRead.model_validate(u) for u in users],
+        items=[UserAdminRead.model_validate(u) for u in users],
         total=total,
         limit=paging.limit,
         offset=paging.offset,
     )
 
 
-@router.patch("/users/{user_id}", response_model=UserRead)
+@router.patch("/users/{user_id}", response_model=UserAdminRead)
 async def update_user(
     user_id: uuid.UUID,
     body: UserAdminUpdate,
@@ -59,9 +59,9 @@ async def update_user(
     ctx: Ctx,
     session: Session,
     ip: ClientIP,
-) -> UserRead:
-    """Change a user's role, tier or active flag (admin)."""
-    return UserRead.model_validate(
+) -> UserAdminRead:
+    """Change a user's role, tier, active flag or quota overrides (admin)."""
+    return UserAdminRead.model_validate(
         await service.admin_update(ctx, session, admin, user_id, body, ip)
     )
 

@@ -37,7 +37,24 @@ class UserRead(BaseModel):
     created_at: datetime
 
 
+# A per-user quota override: a positive number, or null for the tier's default.
+QuotaOverride = Annotated[int | None, Field(ge=1, le=1_000_000_000)]
+QUOTA_OVERRIDES = ("quota_per_day", "quota_per_minute", "quota_batch_rows_per_day")
+
+
+class UserAdminRead(UserRead):
+    """What admins see: the user and their quota overrides (null = the tier's default)."""
+
+    quota_per_day: int | None = None
+    quota_per_minute: int | None = None
+    quota_batch_rows_per_day: int | None = None
+
+
 class UserAdminUpdate(Schema):
     role: Role | None = None
     tier: Tier | None = None
     is_active: bool | None = None
+    # Sent as null, an override goes back to the tier's default; left out, it is unchanged.
+    quota_per_day: QuotaOverride = None
+    quota_per_minute: QuotaOverride = None
+    quota_batch_rows_per_day: QuotaOverride = None

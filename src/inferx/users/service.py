@@ -10,7 +10,7 @@ from inferx.context import AppContext
 from inferx.errors import Conflict, NotFound
 from inferx.tables import User
 from inferx.users import repository
-from inferx.users.schemas import UserAdminUpdate
+from inferx.users.schemas import QUOTA_OVERRIDES, UserAdminUpdate
 
 
 class UserNotFound(NotFound):
@@ -34,6 +34,20 @@ async def admin_update(
         new = getattr(body, field)
         old = getattr(user, field)
         if new is not None and new != old:
+            setattr(user, field, new)
+            await record(
+                session,
+                f"user.{field}_changed",
+                actor_id=admin.id,
+                target_id=user.id,
+                ip=ip,
+                old=old,
+                new=new,
+            )
+    for field in QUOTA_OVERRIDES:
+        new = getattr(body, field)
+        old = getattr(user, field)
+        if field in body.model_fields_set and new != old:
             setattr(user, field, new)
             await record(
                 session,
