@@ -5,7 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerSecond
+from limits import (
+    RateLimitItem,
+    RateLimitItemPerHour,
+    RateLimitItemPerMinute,
+    RateLimitItemPerSecond,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -88,6 +93,15 @@ async def login(
 
 
 async def refresh(ctx: AppContext, session: AsyncSession, token: str, ip: str) -> TokenPair:
+    # Every attempt counts: a client refreshes a few times an hour, a guesser far more often.
+    decision = await ctx.limiter.hit(
+        RateLimitItemPerMinute(ctx.settings.refresh_per_ip_per_minute), "refresh", "ip", ip
+    )
+    if not decision.allowed:
+        ctx.metrics.rate_limited.labels("refresh").inc()
+        raise TooManyRequests(
+            "Too many token refreshes from this address.", retry_after=decision.retry_after
+        )
     token_hash = sha256_hex(token)
     now = utcnow()
     spent = await tokens_repo.spend(session, token_hash, now)
