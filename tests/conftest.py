@@ -103,6 +103,9 @@ def make_settings(
             "redis_url": redis_url,
             "redis_prefix": prefix,
             "auto_migrate": False,
+            "inference_workers": 1,
+            "inference_eager_start": False,
+            "prediction_log_flush_s": 0.2,
             **FAST_ARGON2,
         }
         values.update(overrides)

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from inferx import __version__
 from inferx import logging as inferx_logging
+from inferx.analytics.endpoints import router as analytics_router
 from inferx.api_keys.endpoints import router as api_keys_router
 from inferx.api_keys.usage import KeyUsage
 from inferx.auth.cache import AuthCache
@@ -30,6 +31,11 @@ from inferx.db import create_engine, create_sessionmaker
 from inferx.errors import install_handlers
 from inferx.events import create_event_bus
 from inferx.health.endpoints import router as health_router
+from inferx.inference.endpoints import router as inference_router
+from inferx.inference.engine import Engine
+from inferx.inference.log import PredictionLog
+from inferx.inference.results import create_result_cache
+from inferx.inference.targets import Targets
 from inferx.kit.http import API_PREFIX
 from inferx.metrics import Metrics
 from inferx.middleware import RequestContextMiddleware
@@ -57,12 +63,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx = await _build_context(settings, metrics)
         app.state.ctx = ctx
         ctx.key_usage.start()
-        ctx.auth_cache.subscribe(ctx.events)
+        ctx.prediction_log.start()
+        for part in (ctx.auth_cache, ctx.targets, ctx.inference):
+            part.subscribe(ctx.events)
         await ctx.events.start()
+        if settings.inference_eager_start:
+            ctx.inference.start_in_background()
         try:
             yield
         finally:
             ctx.shutting_down = True
+            await ctx.inference.stop()
+            await ctx.prediction_log.stop()
             await ctx.events.stop()
             await ctx.key_usage.stop()
             await ctx.state.close()
@@ -105,7 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     routers = (
-        auth_router, api_keys_router, admin_router, models_router, quotas_router, health_router,
+        auth_router, api_keys_router, admin_router, models_router, analytics_router,
+        inference_router, quotas_router, health_router,
     )  # fmt: skip
     for router in routers:
         app.include_router(router)
@@ -132,6 +145,15 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
             health_check_interval=10,
         )
         state = RedisState(redis, settings.redis_prefix)
+    storage = create_storage(settings)
+    inference_engine = Engine(
+        settings,
+        storage,
+        create_result_cache(
+            redis, settings.redis_prefix, settings.result_cache_ttl_s, settings.result_cache_items
+        ),
+        metrics.inference,
+    )
     return AppContext(
         settings=settings,
         engine=engine,
@@ -156,10 +178,18 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
         key_usage=KeyUsage(sessions, settings.api_key_usage_flush_s),
         auth_cache=AuthCache(settings.auth_cache_ttl_s, settings.auth_cache_stale_s),
         metrics=metrics,
-        storage=create_storage(settings),
+        storage=storage,
         events=create_event_bus(redis, settings.redis_prefix),
         validations=asyncio.Semaphore(max(1, os.cpu_count() or 1)),
-        extras={"started": time.monotonic()},
+        targets=Targets(settings.auth_cache_ttl_s, settings.auth_cache_stale_s),
+        inference=inference_engine,
+        prediction_log=PredictionLog(
+            sessions,
+            metrics.inference,
+            max_buffer=settings.prediction_log_buffer,
+            flush_s=settings.prediction_log_flush_s,
+        ),
+        extras={"started": time.monotonic(), "health": {"inference": inference_engine.health}},
     )
 
 

@@ -18,6 +18,9 @@ from inferx.auth.tokens import TokenSigner
 from inferx.config import Settings
 from inferx.db import unit_of_work
 from inferx.events import EventBus
+from inferx.inference.engine import Engine
+from inferx.inference.log import PredictionLog
+from inferx.inference.targets import Targets
 from inferx.metrics import Metrics
 from inferx.quotas.limiter import Limiter
 from inferx.registry.storage import ModelStorage
@@ -40,6 +43,9 @@ class AppContext:
     storage: ModelStorage
     events: EventBus
     validations: asyncio.Semaphore
+    targets: Targets
+    inference: Engine
+    prediction_log: PredictionLog
     shutting_down: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 

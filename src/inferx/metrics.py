@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -36,5 +36,58 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.inference = InferenceMetrics(self.registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class InferenceMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.predictions = Counter(
+            "inferx_predictions_total",
+            "Prediction requests by model, version and status.",
+            ["model_id", "version", "status"],
+            registry=registry,
+        )
+        self.inference_latency = Histogram(
+            "inferx_inference_duration_seconds",
+            "Time in the model (worker compute) per call.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "inferx_batch_rows",
+            "Rows per vectorised model call (adaptive batching).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=registry,
+        )
+        self.result_cache = Counter(
+            "inferx_result_cache_total",
+            "Prediction result cache lookups.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.log_dropped = Counter(
+            "inferx_prediction_log_dropped_total",
+            "Prediction log entries dropped because the buffer was full.",
+            registry=registry,
+        )
+        self.model_cache_bytes = Gauge(
+            "inferx_model_cache_bytes",
+            "Bytes of models loaded, per inference worker.",
+            ["worker"],
+            registry=registry,
+        )
+        self.model_cache_models = Gauge(
+            "inferx_model_cache_models",
+            "Models loaded, per inference worker.",
+            ["worker"],
+            registry=registry,
+        )
+        self.model_cache_evictions = Gauge(
+            "inferx_model_cache_evictions",
+            "Models evicted from a worker's cache so far.",
+            ["worker"],
+            registry=registry,
+        )

@@ -111,6 +111,7 @@ async def revoke(
             ip=ip,
             prefix=key.prefix,
         )
+        _key_changed(ctx, session, key)
 
 
 def _key_changed(ctx: AppContext, session: AsyncSession, key: ApiKey) -> None:

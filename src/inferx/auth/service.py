@@ -165,6 +165,7 @@ async def change_password(
     await record(
         session, "password.changed", actor_id=user.id, ip=ip, revoked_sessions=len(families)
     )
+    user_changed(ctx, session, user.id)
 
 
 def user_changed(ctx: AppContext, session: AsyncSession, user_id: uuid.UUID) -> None:

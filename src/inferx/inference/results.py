@@ -1,0 +1,117 @@
+"""Prediction result cache for deterministic models: in-process LRU, or Redis when configured.
+
+Key: model version id + SHA-256 of the canonical input (dtype, shape, bytes). Authorization
+always happens before a lookup, so a hit never crosses tenants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+from redis.asyncio import Redis
+
+log = structlog.get_logger("inferx.inference")
+
+
+def input_digest(X: np.ndarray, want_proba: bool) -> str:
+    h = hashlib.sha256()
+    h.update(f"{X.dtype.str}|{X.shape}|{int(want_proba)}|".encode())
+    h.update(
+        np.ascontiguousarray(X).tobytes() if X.dtype != object else json.dumps(X.tolist()).encode()
+    )
+    return h.hexdigest()
+
+
+class ResultCache(Protocol):
+    async def get(self, version_id: str, digest: str) -> dict[str, Any] | None: ...
+    async def put(self, version_id: str, digest: str, value: dict[str, Any]) -> None: ...
+    async def invalidate(self, version_id: str) -> None: ...
+
+
+class MemoryResultCache:
+    def __init__(self, max_items: int, ttl_s: float) -> None:
+        self._items: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
+        self._max = max_items
+        self._ttl = ttl_s
+
+    async def get(self, version_id: str, digest: str) -> dict[str, Any] | None:
+        item = self._items.get((version_id, digest))
+        if item is None:
+            return None
+        if item[0] < time.monotonic():
+            del self._items[(version_id, digest)]
+            return None
+        self._items.move_to_end((version_id, digest))
+        return item[1]
+
+    async def put(self, version_id: str, digest: str, value: dict[str, Any]) -> None:
+        self._items[(version_id, digest)] = (time.monotonic() + self._ttl, value)
+        self._items.move_to_end((version_id, digest))
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    async def invalidate(self, version_id: str) -> None:
+        for key in [k for k in self._items if k[0] == version_id]:
+            del self._items[key]
+
+
+class RedisResultCache:
+    """A Redis failure is a cache miss, never an error for the caller."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl_s: float) -> None:
+        self._redis = redis
+        self._prefix = f"{prefix}rc:"
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._down_until = 0.0
+
+    async def get(self, version_id: str, digest: str) -> dict[str, Any] | None:
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            raw = await self._redis.get(f"{self._prefix}{version_id}:{digest}")
+        except Exception as exc:
+            self._down(exc)
+            return None
+        return None if raw is None else dict(json.loads(raw))
+
+    async def put(self, version_id: str, digest: str, value: dict[str, Any]) -> None:
+        if time.monotonic() < self._down_until:
+            return
+        try:
+            await self._redis.set(
+                f"{self._prefix}{version_id}:{digest}", json.dumps(value), px=self._ttl_ms
+            )
+        except Exception as exc:
+            self._down(exc)
+
+    async def invalidate(self, version_id: str) -> None:
+        try:
+            keys = [
+                k
+                async for k in self._redis.scan_iter(
+                    match=f"{self._prefix}{version_id}:*", count=1000
+                )
+            ]
+            if keys:
+                await self._redis.delete(*keys)
+        except Exception as exc:
+            self._down(exc)
+
+    def _down(self, exc: Exception) -> None:
+        if time.monotonic() >= self._down_until:
+            log.warning("inference.result_cache_unavailable", error=type(exc).__name__)
+        self._down_until = time.monotonic() + 5.0
+
+
+def create_result_cache(
+    redis: Redis | None, prefix: str, ttl_s: float, max_items: int
+) -> ResultCache:
+    if redis is not None:
+        return RedisResultCache(redis, prefix, ttl_s)
+    return MemoryResultCache(max_items, ttl_s)
