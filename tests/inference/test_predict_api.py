@@ -86,7 +86,7 @@ async def test_walkthrough_predict_cache_history_analytics(api, model_files):
         ({"input": [[1, 2, 3, 4], [1, 2, "x", 4]]}, "input[1][2]: expected a number, got str"),
         ({"input": [[1, 2, None, 4]]}, "input[0][2]: expected a number, got null"),
         ({"input": []}, "non-empty"),
-        ({"input": [[1, 2, 3, 4]] * 1001}, "at most 1000"),
+        ({"input": [[1, 2, 3, 4]] * 1001}, "at most 1000 per request"),
         ({"input": [[1, 2, 3, 4]], "extra": 1}, "Unknown field"),
         ({"input": [{"a": 1}]}, "no named features"),
         ({"inputs": [[1, 2, 3, 4]]}, "input"),

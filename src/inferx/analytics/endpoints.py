@@ -20,5 +20,5 @@ async def model_analytics(
     session: Session,
     days: Annotated[int, Query(ge=1, le=366)] = 30,
 ) -> dict[str, Any]:
-    """Totals, success rate, latency percentiles, today, a daily series, recent errors, per version."""
+    """Totals, success rate, latency percentiles, daily series, recent errors, per version."""
     return await service.model_analytics(session, user, model_id, days)

@@ -18,7 +18,7 @@ def to_array(data: Any, schema: dict[str, Any] | None, max_rows: int) -> np.ndar
         raise InvalidInput("`input` must be a non-empty list of rows.")
     if len(data) > max_rows:
         raise InvalidInput(
-            f"`input` has {len(data)} rows; at most {max_rows} per request (use a batch job for more)."
+            f"`input` has {len(data)} rows; at most {max_rows} per request (batch jobs take more)."
         )
     schema = schema or {}
     features = schema.get("features") or None

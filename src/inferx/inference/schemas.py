@@ -48,8 +48,8 @@ PREDICT_BODY_DOC: dict[str, Any] = {
                     "required": ["input"],
                     "properties": {
                         "input": {
-                            "description": "Rows of feature values, or objects keyed by feature name "
-                            "when the version has a named input_schema.",
+                            "description": "Rows of feature values, or objects keyed by feature "
+                            "name when the version has a named input_schema.",
                             "type": "array",
                             "items": {
                                 "oneOf": [{"type": "array", "items": {}}, {"type": "object"}]
