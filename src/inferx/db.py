@@ -94,7 +94,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     def run(conn: Connection) -> None:
         cfg = alembic_config(str(engine.url))
         cfg.attributes["connection"] = conn
