@@ -132,7 +132,7 @@ class MemoryWindows:
                 found.append((0, None, math.inf if cost > w.limit else None))
                 continue
             floor = now - w.seconds
-            while hits and hits[0] < floor:
+            while hits and hits[0] <= floor:
                 hits.popleft()
             used = len(hits)
             retry_at: float | None = None
@@ -160,7 +160,7 @@ class MemoryWindows:
         self._sweep(now)
         entries, total = self._weighted.get(window.key, (deque(), [0]))
         floor = now - window.seconds
-        while entries and entries[0][0] < floor:
+        while entries and entries[0][0] <= floor:
             total[0] -= entries.popleft()[1]
         retry_at: float | None = None
         if window.capped and total[0] + cost > window.limit:
@@ -218,7 +218,7 @@ for i = 1, n do
   local limit = tonumber(ARGV[2 + 2 * i])
   local floor = now - tonumber(ARGV[3 + 2 * i])
   local last = redis.call('lindex', key, -1)
-  while last and tonumber(last) < floor do
+  while last and tonumber(last) <= floor do
     redis.call('rpop', key)
     last = redis.call('lindex', key, -1)
   end
@@ -273,7 +273,7 @@ local last = redis.call('lindex', KEYS[1], -1)
 local oldest = false
 while last do
   local ts, amount = parse(last)
-  if ts >= floor then oldest = string.sub(last, 1, string.find(last, ':', 1, true) - 1) break end
+  if ts > floor then oldest = string.sub(last, 1, string.find(last, ':', 1, true) - 1) break end
   total = total - amount
   redis.call('rpop', KEYS[1])
   last = redis.call('lindex', KEYS[1], -1)

@@ -1,0 +1,134 @@
+"""The moving windows behind quotas, in process and on Redis: the same tests for both."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+
+import pytest
+from structlog.testing import capture_logs
+
+from inferx.quotas.limiter import Limiter
+from inferx.quotas.windows import Tally, Window
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(request, clock):
+    url = None
+    if request.param == "redis":
+        url = request.getfixturevalue("shared_private_redis").url
+    lim = Limiter(url, prefix=f"wtest:{uuid.uuid4().hex[:8]}:", clock=clock)
+    yield lim
+    await lim.close()
+
+
+def minute(limit=10, key="u:minute"):
+    return Window("burst", key, limit, 60)
+
+
+def day(limit=100, key="u:day"):
+    return Window("daily", key, limit, 86_400)
+
+
+async def test_no_double_burst_at_the_window_edge(limiter, clock):
+    """S34: `limit` hits at t=59.9 s then `limit` at t=60.1 s: the second burst is refused."""
+    window = (minute(10),)
+    clock.advance(59.9)
+    first = [await limiter.acquire(window) for _ in range(10)]
+    assert all(o.allowed for o in first) and first[-1].states[0].remaining == 0
+    clock.advance(0.2)
+    second = [await limiter.acquire(window) for _ in range(10)]
+    assert not any(o.allowed for o in second)
+    assert second[0].refused.retry_at == pytest.approx(first[0].states[0].oldest + 60)
+    clock.advance(59.9)  # the first burst has left the window, all at once
+    assert (await limiter.acquire(window)).allowed
+
+
+async def test_a_refusal_counts_in_no_window(limiter, clock):
+    windows = (minute(3), day(5))
+    for _ in range(3):
+        assert (await limiter.acquire(windows)).allowed
+    refused = await limiter.acquire(windows)
+    assert refused.refused.name == "burst"
+    assert [s.used for s in refused.states] == [3, 3]  # the daily window did not count it
+    clock.advance(61)
+    for _ in range(2):
+        assert (await limiter.acquire(windows)).allowed
+    refused = await limiter.acquire(windows)
+    assert refused.refused.name == "daily"
+    assert [s.used for s in refused.states] == [2, 5]  # nor the burst window this one
+    assert refused.refused.retry_at == pytest.approx(refused.states[1].oldest + 86_400)
+
+
+async def test_a_lowered_limit_waits_for_enough_hits_to_leave(limiter, clock):
+    for _ in range(6):
+        assert (await limiter.acquire((minute(10),))).allowed
+        clock.advance(1)
+    outcome = await limiter.acquire((minute(3),))  # an admin lowered the limit
+    assert not outcome.allowed and outcome.states[0].used == 6
+    # 6 + 1 - 3 = 4 hits must leave: the 4th oldest, made at t0 + 3.
+    assert outcome.refused.retry_at == pytest.approx(outcome.states[0].oldest + 3 + 60)
+
+
+async def test_cost_larger_than_the_limit_can_never_fit(limiter):
+    outcome = await limiter.acquire((minute(3),), cost=4)
+    assert not outcome.allowed and math.isinf(outcome.refused.retry_at)
+
+
+async def test_reading_counts_nothing_and_tallies_count_per_field(limiter):
+    tally = Tally("u:tally", "key-a", 3600)
+    await limiter.acquire((minute(),), tally=tally)
+    await limiter.acquire((minute(),), tally=tally)
+    await limiter.acquire((minute(),), tally=Tally("u:tally", "session", 3600))
+    peek = await limiter.acquire((minute(),), cost=0)
+    assert peek.allowed and peek.states[0].used == 3
+    assert (await limiter.acquire((minute(),), cost=0)).states[0].used == 3
+    assert await limiter.tally("u:tally") == {"key-a": 2, "session": 1}
+    await limiter.clear_windows("u:minute")
+    assert (await limiter.acquire((minute(),), cost=0)).states[0].used == 0
+
+
+async def test_weighted_windows_free_up_job_by_job(limiter, clock):
+    rows = Window("batch_rows", "u:rows", 100, 86_400)
+    assert (await limiter.acquire_weighted(rows, cost=60)).allowed
+    clock.advance(10)
+    assert (await limiter.acquire_weighted(rows, cost=30)).states[0].used == 90
+    refused = await limiter.acquire_weighted(rows, cost=20)
+    assert not refused.allowed and refused.states[0].used == 90
+    first = refused.states[0].oldest
+    assert refused.refused.retry_at == pytest.approx(first + 86_400)  # the 60 must leave
+    assert math.isinf((await limiter.acquire_weighted(rows, cost=101)).refused.retry_at)
+    clock.advance(86_400 - 9)  # the first job left the window, the second has not
+    outcome = await limiter.acquire_weighted(rows, cost=70)
+    assert outcome.allowed and outcome.states[0].used == 100
+    uncapped = Window("batch_rows", "v:rows", 0, 86_400)
+    assert (await limiter.acquire_weighted(uncapped, cost=10**9)).states[0].used == 10**9
+
+
+async def test_idle_buckets_are_forgotten_in_process(clock):
+    lim = Limiter(clock=clock)
+    await lim.acquire((minute(key="idle"),), tally=Tally("idle:tally", "k", 120))
+    clock.advance(200)
+    await lim.acquire((minute(key="other"),))
+    assert "idle" not in lim._local._hits and "idle:tally" not in lim._local._tallies
+
+
+async def test_redis_down_fails_open_with_a_shared_limit_then_comes_back(clock, private_redis):
+    """F01: while Redis is away each replica allows limit / replicas; logged once; then back."""
+    lim = Limiter(private_redis.url, prefix="breaker:", clock=clock, retry_s=0.2)
+    window = (minute(10),)
+    assert (await lim.acquire(window)).allowed and lim.status()["backend"] == "redis"
+    private_redis.kill()
+    with capture_logs() as logs:
+        outcomes = [await lim.acquire(window, fallback_divisor=2) for _ in range(8)]
+    assert [o.allowed for o in outcomes] == [True] * 5 + [False] * 3  # 10 / 2 replicas
+    assert lim.degraded and lim.status()["degraded_since"] is not None
+    assert [e["event"] for e in logs] == ["quotas.redis_unavailable"]
+    private_redis.start()  # empty: it had no persistence
+    await asyncio.sleep(0.3)
+    with capture_logs() as logs:
+        outcome = await lim.acquire(window)
+    assert not lim.degraded and outcome.states[0].used == 1  # counted by Redis, not memory
+    assert [e["event"] for e in logs] == ["quotas.redis_recovered"]
+    await lim.close()
