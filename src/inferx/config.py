@@ -89,6 +89,30 @@ class Settings(BaseSettings):
     # together over-allow at most one limit (set it to the number of API replicas).
     quota_fallback_replicas: int = Field(1, ge=1, le=1000)
 
+    # Batch jobs and webhook deliveries: the jobs table is the ledger; a dispatcher runs the
+    # work ("embedded": leased loops in this process, any database; "procrastinate": a
+    # PostgreSQL queue drained by `inferx worker` processes, and by the server when
+    # jobs_worker_in_server is on).
+    jobs_dispatcher: Literal["embedded", "procrastinate"] = "embedded"
+    jobs_worker_in_server: bool = True
+    jobs_concurrency: int = Field(2, ge=1, le=64)
+    jobs_chunk_rows: int = Field(500, ge=1, le=100_000)
+    jobs_max_rows: int = Field(1_000_000, ge=1)
+    jobs_max_upload_mb: int = Field(256, ge=1)
+    jobs_lease_s: float = Field(60.0, gt=0)
+    jobs_heartbeat_s: float = Field(10.0, gt=0)
+    jobs_max_attempts: int = Field(3, ge=1, le=20)
+    jobs_poll_s: float = Field(1.0, gt=0)
+    jobs_retention_hours: float = Field(168.0, gt=0)
+    webhook_allow_private: list[str] = []
+    webhook_allowed_ports: list[int] = [80, 443, 8080, 8443]
+    webhook_require_https: bool | None = None
+    webhook_timeout_s: float = Field(15.0, gt=0, le=60)
+    webhook_retry_base_s: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(9, ge=1, le=30)
+    webhook_concurrency: int = Field(4, ge=1, le=64)
+    webhook_max_per_user: int = Field(20, ge=1, le=1000)
+
     api_key_default_days: int = Field(90, ge=1, le=365)
     api_key_max_active: int = Field(20, ge=1, le=1000)
     api_key_usage_flush_s: float = Field(30.0, gt=0)
@@ -127,9 +151,21 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "INFERX_CORS_ORIGINS must list explicit origins when INFERX_ENV=production"
                 )
+        if self.jobs_dispatcher == "procrastinate" and self.is_sqlite:
+            raise ValueError("INFERX_JOBS_DISPATCHER=procrastinate needs a PostgreSQL database")
         if self.secret_key is not None and len(self.secret_key.get_secret_value()) < 32:
             raise ValueError("INFERX_SECRET_KEY must be at least 32 characters")
         return self
+
+    @field_validator("webhook_allow_private")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        try:
+            return [str(ipaddress.ip_network(c.strip(), strict=False)) for c in v if c.strip()]
+        except ValueError as exc:
+            raise ValueError(f"must be a list of CIDRs: {exc}") from exc
 
     @field_validator("storage_url")
     @classmethod
