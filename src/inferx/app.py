@@ -36,6 +36,7 @@ from inferx.inference.engine import Engine
 from inferx.inference.log import PredictionLog
 from inferx.inference.results import create_result_cache
 from inferx.inference.targets import Targets
+from inferx.inference.v2 import router as v2_router
 from inferx.kit.http import API_PREFIX
 from inferx.metrics import Metrics
 from inferx.middleware import RequestContextMiddleware
@@ -118,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     routers = (
         auth_router, api_keys_router, admin_router, models_router, analytics_router,
-        inference_router, quotas_router, health_router,
+        inference_router, v2_router, quotas_router, health_router,
     )  # fmt: skip
     for router in routers:
         app.include_router(router)
