@@ -72,7 +72,7 @@ async def run_logged(
     start: float,
 ) -> Outcome:
     """Validate and run ``data`` on ``target``; success or failure, one log entry."""
-    rows = len(data) if isinstance(data, list) else 0
+    rows = len(data) if isinstance(data, list) or hasattr(data, "shape") else 0
     try:
         X = (
             data
@@ -124,7 +124,7 @@ def _record(
             "cache_hit": bool(outcome and outcome.cache_hit),
             "error": error[:MAX_ERROR_CHARS] if error else None,
             "request_id": request_id,
-            "inputs": {"input": data if isinstance(data, list) else None} if keep else None,
+            "inputs": {"input": _payload(data)} if keep else None,
             "outputs": (
                 {"prediction": outcome.prediction, "probabilities": outcome.probabilities}
                 if keep and outcome
@@ -132,6 +132,12 @@ def _record(
             ),
         }
     )
+
+
+def _payload(data: Any) -> Any:
+    if isinstance(data, list):
+        return data
+    return data.tolist() if hasattr(data, "tolist") else None
 
 
 async def history(
