@@ -37,6 +37,8 @@ from inferx.inference.log import PredictionLog
 from inferx.inference.results import create_result_cache
 from inferx.inference.targets import Targets
 from inferx.inference.v2 import router as v2_router
+from inferx.jobs.endpoints import router as jobs_router
+from inferx.jobs.runtime import start_background, stop_background
 from inferx.kit.http import API_PREFIX
 from inferx.metrics import Metrics
 from inferx.middleware import RequestContextMiddleware
@@ -46,6 +48,7 @@ from inferx.registry.endpoints import router as models_router
 from inferx.registry.storage import create_storage
 from inferx.state import MemoryState, RedisState, SharedState
 from inferx.users.endpoints import router as admin_router
+from inferx.webhooks.endpoints import router as webhooks_router
 
 DOCS_ASSETS = "/_docs-assets"
 DESCRIPTION = (
@@ -68,12 +71,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for part in (ctx.auth_cache, ctx.targets, ctx.inference):
             part.subscribe(ctx.events)
         await ctx.events.start()
+        await start_background(ctx)  # batch jobs and webhook deliveries
         if settings.inference_eager_start:
             ctx.inference.start_in_background()
         try:
             yield
         finally:
             ctx.shutting_down = True
+            await stop_background(ctx)
             await ctx.inference.stop()
             await ctx.prediction_log.stop()
             await ctx.events.stop()
@@ -110,16 +115,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     upload_limit = settings.max_upload_mb * 1024 * 1024 + 1024 * 1024  # room for multipart framing
     body_limit = int(settings.max_body_mb * 1024 * 1024)
+    jobs_limit = max(body_limit, settings.jobs_max_upload_mb * 1024 * 1024 + 1024 * 1024)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
-        body_limit=lambda path: upload_limit if path.endswith("/models/upload") else body_limit,
+        body_limit=lambda path: (
+            upload_limit
+            if path.endswith("/models/upload")
+            else jobs_limit
+            if path == f"{API_PREFIX}/jobs"
+            else body_limit
+        ),
         slow_request_ms=settings.slow_request_ms,
     )
 
     routers = (
         auth_router, api_keys_router, admin_router, models_router, analytics_router,
-        inference_router, v2_router, quotas_router, health_router,
+        inference_router, v2_router, quotas_router, jobs_router, webhooks_router, health_router,
     )  # fmt: skip
     for router in routers:
         app.include_router(router)
