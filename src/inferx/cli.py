@@ -1,4 +1,4 @@
-"""``inferx`` command line: serve, db upgrade, users create-admin."""
+"""``inferx`` command line: serve, worker, db upgrade, users create-admin."""
 
 from __future__ import annotations
 
@@ -131,6 +131,16 @@ def create_admin(args: argparse.Namespace) -> None:
     print(f"admin {email} {'created' if created else 'promoted'}")  # noqa: T201
 
 
+def worker(args: argparse.Namespace) -> None:
+    from inferx.jobs.worker import run
+
+    settings = _settings(data_dir=args.data_dir, jobs_concurrency=args.concurrency)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.should_migrate_on_start:
+        asyncio.run(_upgrade(settings))
+    asyncio.run(run(settings))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="inferx", description="InferX model serving platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--workers", type=int)
     p.set_defaults(func=serve)
+
+    w = sub.add_parser("worker", help="run batch jobs and webhook deliveries (no HTTP)")
+    w.add_argument("--data-dir")
+    w.add_argument("--concurrency", type=int, help="chunks run at once (jobs_concurrency)")
+    w.set_defaults(func=worker)
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True
