@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stamp-install
-EXTRAS ?= dev,onnx,skops,xgboost,lightgbm,s3
+EXTRAS ?= dev,onnx,skops,xgboost,lightgbm,s3,postgres-queue
 PYTEST_ARGS ?=
 
 .PHONY: install serve test lint format bench clean
