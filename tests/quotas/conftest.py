@@ -35,6 +35,16 @@ class Clock:
 
 
 @pytest.fixture
+def make_settings(make_settings: Callable[..., Any]) -> Callable[..., Any]:
+    """The root fixture, with inference processes started only when a test predicts."""
+
+    def make(**overrides: Any) -> Any:
+        return make_settings(inference_eager_start=False, inference_workers=1, **overrides)
+
+    return make
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
