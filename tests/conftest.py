@@ -214,10 +214,8 @@ async def make_api(
     for manager, client, _settings in reversed(stack):
         await client.aclose()
         await manager.__aexit__(None, None, None)
-    if backend == "postgres" and stack:
-        settings = stack[0][2]
-        if settings.redis_url:
-            await _reset_redis(settings.redis_url, settings.redis_prefix)
+    if backend == "postgres" and stack and REDIS_URL:
+        await _reset_redis(REDIS_URL, stack[0][2].redis_prefix)
 
 
 @pytest.fixture

@@ -286,7 +286,7 @@ async def test_killed_worker_is_503_then_replaced(api, model_files):
 
 
 async def test_slow_model_times_out_with_504(make_settings, make_api, model_files):
-    api = await make_api(make_settings(predict_timeout_s=0.05, result_cache_ttl_s=0))
+    api = await make_api(make_settings(predict_timeout_s=0.002, result_cache_ttl_s=0))
     headers = await api.user("ds@example.com")
     model = await _upload(api, headers, model_files["rf.joblib"], name="rf")
     rows = np.random.default_rng(2).normal(size=(1000, 20)).tolist()

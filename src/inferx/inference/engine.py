@@ -28,6 +28,7 @@ log = structlog.get_logger("inferx.inference")
 # Frameworks whose predict is a pure function of the input: their results may be cached.
 DETERMINISTIC = frozenset({"sklearn", "skops", "onnx", "xgboost", "lightgbm"})
 MAX_OUTPUT_VALUES = 5_000_000
+PRELOAD = ("numpy", "sklearn.ensemble", "sklearn.linear_model", "sklearn.pipeline")
 
 
 @dataclass(slots=True)
@@ -63,6 +64,8 @@ class Engine:
                 limits=SandboxLimits(
                     memory_bytes=settings.worker_memory_mb << 20, file_size_bytes=1 << 20
                 ),
+                # Importing scikit-learn takes seconds: pay it at start, not on the first request.
+                preload=PRELOAD,
             )
         )
         self.batcher = Batcher(self.pool, BatchConfig(max_batch_rows=settings.batch_max_rows))
