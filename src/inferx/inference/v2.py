@@ -62,6 +62,35 @@ _ONNX_DATATYPES = {
     "tensor(string)": "BYTES",
 }
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
+VERSION_DOC: dict[str, Any] = {
+    "parameters": [
+        {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+}
+INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "JSON, or JSON followed by binary tensors (binary tensor extension: "
+        "`Inference-Header-Content-Length` gives the JSON's length).",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "required": ["inputs"]},
+                "example": {
+                    "id": "42",
+                    "inputs": [
+                        {
+                            "name": "input-0",
+                            "shape": [1, 4],
+                            "datatype": "FP64",
+                            "data": [[5.1, 3.5, 1.4, 0.2]],
+                        }
+                    ],
+                    "outputs": [{"name": "predict"}],
+                },
+            }
+        },
+    }
+}
 
 
 class V2Route(APIRoute):
@@ -173,7 +202,9 @@ async def server_metadata() -> ServerMetadata:
 
 
 @router.get("/models/{name}", response_model=ModelMetadata)
-@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata)
+@router.get(
+    "/models/{name}/versions/{version}", response_model=ModelMetadata, openapi_extra=VERSION_DOC
+)
 async def model_metadata(
     name: str, version: Version, principal: CurrentPrincipal, ctx: Ctx, session: Session
 ) -> ModelMetadata:
@@ -185,7 +216,9 @@ async def model_metadata(
 
 
 @router.get("/models/{name}/ready", response_model=ModelReady)
-@router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady)
+@router.get(
+    "/models/{name}/versions/{version}/ready", response_model=ModelReady, openapi_extra=VERSION_DOC
+)
 async def model_ready(
     name: str, version: Version, principal: CurrentPrincipal, ctx: Ctx, session: Session
 ) -> ModelReady:
@@ -194,8 +227,12 @@ async def model_ready(
     return ModelReady(name=name, ready=True)
 
 
-@router.post("/models/{name}/infer", response_class=Response)
-@router.post("/models/{name}/versions/{version}/infer", response_class=Response)
+@router.post("/models/{name}/infer", response_class=Response, openapi_extra=INFER_DOC)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    response_class=Response,
+    openapi_extra={**INFER_DOC, **VERSION_DOC},
+)
 async def infer(
     name: str,
     version: Version,

@@ -1,0 +1,79 @@
+"""The KServe Python client against a live server. Not a dev dependency (it pulls in
+kubernetes, grpcio and pandas): the module is skipped where ``kserve`` is not installed, so
+no backend variant of it shows up as skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sklearn.datasets import load_iris
+
+kserve = pytest.importorskip("kserve", reason="the KServe client is not installed")
+
+ROWS = load_iris().data[[0, 50, 100, 149]]
+GENEROUS = {"quota_free_per_minute": 10_000, "quota_free_per_day": 0}
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: Any) -> AsyncIterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="off", log_config=None, ws="none", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_kserve_client_against_a_live_server(make_api, make_settings, model_files):
+    api = await make_api(make_settings(**GENEROUS))
+    headers = await api.user("ada@example.com")
+    auth = {"X-API-Key": (await api.api_key(headers))["key"]}
+    r = await api.client.post(
+        "/api/v1/models/upload",
+        files={"file": ("iris.pkl", model_files["iris.pkl"].read_bytes())},
+        data={"name": "iris"},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    expected = (
+        await api.client.post(
+            f"/api/v1/predict/{r.json()['id']}", json={"input": ROWS.tolist()}, headers=auth
+        )
+    ).json()
+    async with _serve(api.app) as base:
+        client = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2"))
+        try:
+            assert await client.is_server_live(base) is True
+            assert await client.is_server_ready(base) is True
+            assert await client.is_model_ready(base, "iris", headers=auth) is True
+            assert await client.is_model_ready(base, "nope", headers=auth) is False
+            inputs = [kserve.InferInput("input-0", list(ROWS.shape), "FP64", ROWS.tolist())]
+            request = kserve.InferRequest(model_name="iris", infer_inputs=inputs)
+            response = await client.infer(base, request, model_name="iris", headers=auth)
+            predict = next(o for o in response.outputs if o.name == "predict")
+            assert predict.data == expected["prediction"]
+            # Binary tensors, the way the KServe client sends them (content-type octet-stream).
+            binary = kserve.InferInput("input-0", list(ROWS.shape), "FP64")
+            binary.set_data_from_numpy(ROWS, binary_data=True)
+            request = kserve.InferRequest(model_name="iris", infer_inputs=[binary])
+            response = await client.infer(base, request, model_name="iris", headers=dict(auth))
+            predict = next(o for o in response.outputs if o.name == "predict")
+            assert list(predict.as_numpy()) == expected["prediction"]
+            with pytest.raises(httpx.HTTPStatusError, match="No model nope"):
+                await client.infer(base, request, model_name="nope", headers=dict(auth))
+        finally:
+            await client.close()
