@@ -84,6 +84,7 @@ class EmbeddedDispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._stopping = False
+        self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         if self.in_process:
@@ -98,6 +99,7 @@ class EmbeddedDispatcher:
         if self._tasks:
             return
         self._stopping = False
+        self._stopped.clear()
         for kind in self.kinds.values():
             for i in range(kind.concurrency(self.ctx)):
                 self._tasks.append(
@@ -131,7 +133,9 @@ class EmbeddedDispatcher:
                 failures += 1
                 log.warning("jobs.worker_error", kind=kind.name, error=type(exc).__name__)
                 did = False
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0))
+                with contextlib.suppress(TimeoutError):
+                    delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
+                    await asyncio.wait_for(self._stopped.wait(), delay)
             if did:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -148,10 +152,12 @@ class EmbeddedDispatcher:
                         await self.dispatch(kind, items)
             except Exception as exc:
                 log.warning("jobs.maintenance_failed", error=type(exc).__name__)
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), interval * random.uniform(0.8, 1.2))
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         for event in self._wake.values():
             event.set()
         for handle in self._timers:

@@ -104,8 +104,10 @@ async def claim_due(
         result = await session.execute(
             update(WebhookDelivery)
             .where(
+                # Re-checked here: another sender may have settled it since the SELECT.
                 WebhookDelivery.id == delivery_id,
                 WebhookDelivery.status == "pending",
+                WebhookDelivery.next_attempt_at <= now,
                 (WebhookDelivery.lease_expires_at.is_(None))
                 | (WebhookDelivery.lease_expires_at < now),
             )
