@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -46,6 +45,7 @@ from inferx.quotas.endpoints import router as quotas_router
 from inferx.quotas.limiter import Limiter
 from inferx.registry.endpoints import router as models_router
 from inferx.registry.storage import create_storage
+from inferx.registry.validation import Validator
 from inferx.state import MemoryState, RedisState, SharedState
 from inferx.users.endpoints import router as admin_router
 from inferx.webhooks.endpoints import router as webhooks_router
@@ -193,7 +193,7 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
         metrics=metrics,
         storage=storage,
         events=create_event_bus(redis, settings.redis_prefix),
-        validations=asyncio.Semaphore(max(1, os.cpu_count() or 1)),
+        validator=Validator(settings, concurrency=max(1, os.cpu_count() or 1)),
         targets=Targets(settings.auth_cache_ttl_s, settings.auth_cache_stale_s),
         inference=inference_engine,
         prediction_log=PredictionLog(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -24,6 +23,7 @@ from inferx.inference.targets import Targets
 from inferx.metrics import Metrics
 from inferx.quotas.limiter import Limiter
 from inferx.registry.storage import ModelStorage
+from inferx.registry.validation import Validator
 from inferx.state import SharedState
 
 
@@ -42,7 +42,7 @@ class AppContext:
     metrics: Metrics
     storage: ModelStorage
     events: EventBus
-    validations: asyncio.Semaphore
+    validator: Validator
     targets: Targets
     inference: Engine
     prediction_log: PredictionLog

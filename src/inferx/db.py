@@ -82,6 +82,10 @@ async def unit_of_work(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator
                 log.warning("db.after_commit_failed", error=type(exc).__name__, exc_info=exc)
 
 
+def is_sqlite_busy(exc: BaseException) -> bool:
+    return "database is locked" in str(getattr(exc, "orig", exc))
+
+
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))

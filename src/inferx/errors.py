@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
@@ -114,6 +115,18 @@ def install_handlers(app: FastAPI) -> None:
         title = HTTPStatus(exc.status_code).phrase
         detail = exc.detail if isinstance(exc.detail, str) else title
         return problem(request, exc.status_code, title, detail, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database is unreachable, or (SQLite) busy beyond its timeout: retryable, not a bug.
+        log.warning("request.database_unavailable", error=type(exc.orig).__name__)
+        return problem(
+            request,
+            503,
+            "Service unavailable",
+            "The database is busy or unreachable; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -10,12 +10,12 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferx.audit.service import record
 from inferx.context import AppContext
-from inferx.db import after_commit
+from inferx.db import after_commit, is_sqlite_busy
 from inferx.errors import Conflict, Forbidden, InvalidInput, NotFound
 from inferx.kit.time import utcnow
 from inferx.registry import repository
@@ -29,7 +29,6 @@ from inferx.registry.schemas import (
     VersionRead,
 )
 from inferx.registry.upload import UploadForm
-from inferx.registry.validation import validate_model_file
 from inferx.tables import Model, ModelShare, ModelVersion, User
 from inferx.users import repository as users_repo
 
@@ -98,8 +97,8 @@ async def _upload(
     if declared is not None and declared not in FRAMEWORKS:
         raise InvalidInput(f"`framework` must be one of {', '.join(FRAMEWORKS)}.")
     schema = _parse_schema(fields.get("input_schema"))
-    framework, metadata = await validate_model_file(
-        ctx.settings, ctx.validations, form.file.path, form.file.filename, declared
+    framework, metadata = await ctx.validator.validate(
+        form.file.path, form.file.filename, declared, form.file.sha256
     )
     schema = _reconcile_schema(schema, metadata)
     metadata.update(size_bytes=form.file.size, sha256=form.file.sha256, filename=form.file.filename)
@@ -195,10 +194,12 @@ async def _insert_version(
 ) -> tuple[Model, ModelVersion]:
     """Next version number, race-free: a unique constraint decides, the loser retries."""
     assert form.file is not None
+    target_id = target.id if target is not None else None
     for attempt in range(VERSION_RETRIES):
         try:
             async with session.begin_nested():
-                model = target or await repository.find_owned_by_name(session, user.id, name)
+                model = await session.get(Model, target_id) if target_id else None
+                model = model or await repository.find_owned_by_name(session, user.id, name)
                 if model is None:
                     model = Model(owner_id=user.id, name=name, description=description)
                     session.add(model)
@@ -207,24 +208,23 @@ async def _insert_version(
                     model.description = description
                 number = await repository.max_version(session, model.id) + 1
                 version = ModelVersion(
-                    model_id=model.id,
-                    version=number,
-                    framework=framework,
-                    status="active",
-                    storage_key="",
-                    size_bytes=form.file.size,
-                    sha256=form.file.sha256,
-                    filename=form.file.filename,
-                    input_schema=schema,
-                    details=metadata,
+                    model_id=model.id, version=number, framework=framework, status="active",
+                    storage_key="", size_bytes=form.file.size, sha256=form.file.sha256,
+                    filename=form.file.filename, input_schema=schema, details=metadata,
                     created_by=user.id,
-                )
+                )  # fmt: skip
                 session.add(version)
                 model.updated_at = utcnow()
                 await session.flush()
                 return model, version
         except IntegrityError:
-            await asyncio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+            pass
+        except OperationalError as exc:
+            if not is_sqlite_busy(exc):
+                raise
+            # SQLite cannot upgrade a stale read snapshot to a write: start the transaction over.
+            await session.rollback()
+        await asyncio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
     raise Conflict("Too many concurrent uploads under this name; try again.")
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,57 @@ class MissingFrameworkExtra(InferxError):
     status, title = 422, "Framework not installed"
 
 
+VerdictKey = tuple[str, str, str]
+Verdict = tuple[str, dict[str, Any]]
+
+
+class Validator:
+    """Runs validations (bounded: each is a process that may use gigabytes) and remembers the
+    verdict for content it has accepted before, so re-uploading an artefact is instant."""
+
+    def __init__(self, settings: Settings, *, concurrency: int, remember: int = 1000) -> None:
+        self._settings = settings
+        self._slots = asyncio.Semaphore(concurrency)
+        self._verdicts: OrderedDict[VerdictKey, Verdict] = OrderedDict()
+        self._running: dict[VerdictKey, asyncio.Future[Verdict]] = {}
+        self._remember = remember
+
+    async def validate(
+        self, path: Path, filename: str | None, declared: str | None, sha256: str
+    ) -> tuple[str, dict[str, Any]]:
+        key = (sha256, declared or "", Path(filename or "").suffix.lower())
+        known = self._verdicts.get(key)
+        if known is None:
+            running = self._running.get(key)
+            if running is not None:  # the same content is being validated right now: share it
+                known = await asyncio.shield(running)
+            else:
+                known = await self._run(key, path, filename, declared)
+        return known[0], copy.deepcopy(known[1])
+
+    async def _run(
+        self, key: VerdictKey, path: Path, filename: str | None, declared: str | None
+    ) -> Verdict:
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            async with self._slots:
+                verdict = await validate_model_file(self._settings, path, filename, declared)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
+        finally:
+            self._running.pop(key, None)
+        future.set_result(verdict)
+        self._verdicts[key] = verdict
+        while len(self._verdicts) > self._remember:
+            self._verdicts.popitem(last=False)
+        return verdict
+
+
 async def validate_model_file(
-    settings: Settings,
-    slots: asyncio.Semaphore,
-    path: Path,
-    filename: str | None,
-    declared: str | None,
+    settings: Settings, path: Path, filename: str | None, declared: str | None
 ) -> tuple[str, dict[str, Any]]:
     """Returns (framework, metadata) or raises a 422 that says what is wrong with the file."""
     argv = [
@@ -49,10 +96,9 @@ async def validate_model_file(
         file_size_bytes=64 << 20,
     )
     try:
-        async with slots:  # each validation is a process that may use gigabytes
-            code, out, _err = await asyncio.to_thread(
-                run_sandboxed, argv, settings.validation_timeout_s, limits=limits
-            )
+        code, out, _err = await asyncio.to_thread(
+            run_sandboxed, argv, settings.validation_timeout_s, limits=limits
+        )
     except SandboxTimeout as exc:
         raise InvalidInput(
             f"Validating the model took longer than {settings.validation_timeout_s:g} s."
