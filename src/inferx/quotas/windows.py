@@ -257,7 +257,8 @@ return out
 
 # KEYS: the list of "timestamp:amount" entries (newest first), its running sum.
 # ARGV: now, cost, limit (0 = no cap), seconds.
-# Returns {allowed 0/1, used, oldest, retry timestamp or false ("inf" when it never fits)}.
+# Returns {allowed 0/1, used, oldest, the timestamp of the entry that must leave before the
+# cost fits ("inf" when it never can), or false when allowed}.
 ACQUIRE_WEIGHTED = """
 local now = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
@@ -287,7 +288,10 @@ if limit > 0 and total + cost > limit then
     for idx = #entries, 1, -1 do
       local ts, amount = parse(entries[idx])
       freed = freed + amount
-      if total - freed + cost <= limit then retry = tostring(ts + seconds) break end
+      if total - freed + cost <= limit then
+        retry = string.sub(entries[idx], 1, string.find(entries[idx], ':', 1, true) - 1)
+        break
+      end
     end
   end
   return {0, total, oldest, retry}
@@ -347,7 +351,10 @@ class RedisWindows:
         allowed, used, oldest, retry = raw
         # The script reports the sum after the call; _states adds what was counted.
         added = cost if allowed else 0
-        found = [(int(used) - added, _float(oldest), None if allowed else _float(retry))]
+        retry_at = None if allowed else _float(retry)
+        if retry_at is not None:
+            retry_at += window.seconds  # the script names the entry that must leave first
+        found = [(int(used) - added, _float(oldest), retry_at)]
         return _states((window,), found, added, now)
 
     async def tally(self, key: str) -> dict[str, int]:
