@@ -12,6 +12,7 @@ from inferx.inference import service
 from inferx.inference.schemas import PREDICT_BODY_DOC, PredictionRead, PredictResponse
 from inferx.kit.http import API_PREFIX, Paging
 from inferx.kit.schemas import Page
+from inferx.quotas.dependencies import PredictionQuota
 
 router = APIRouter(prefix=API_PREFIX, tags=["predictions"])
 
@@ -22,11 +23,12 @@ async def predict(
     request: Request,
     response: Response,
     principal: CurrentPrincipal,
+    quota: PredictionQuota,
     ctx: Ctx,
     session: Session,
     version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> PredictResponse:
-    """Predict with a model's default version (or `?version=N`)."""
+    """Predict with a model's default version (or `?version=N`); counts against your quota."""
     data = service.parse_body(await request.body())
     result = await service.predict(
         ctx, session, principal, model_id, version, data, request.state.request_id
