@@ -31,7 +31,7 @@ async def write_log(session: AsyncSession, entries: list[dict[str, Any]]) -> Non
         r[3] = min(r[3], ms)
         r[4] = max(r[4], ms)
         buckets[(*key, bucket_of(ms))] += 1
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     for (model_id, version, day), (total, errors, total_ms, lo, hi) in rollups.items():
         stmt = dialect.insert(PredictionRollup).values(
             model_id=model_id, version=version, day=day, total=total, errors=errors,
@@ -84,7 +84,7 @@ def history(
     model_id: uuid.UUID | None,
     status: str | None,
     since: datetime | None,
-) -> Select[tuple[Prediction]]:
+) -> Select[Prediction]:
     """The caller's own predictions, and every prediction made on models they own."""
     owned = select(Model.id).where(Model.owner_id == user_id)
     stmt = select(Prediction).where(

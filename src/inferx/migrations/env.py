@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from inferx.tables import Base
 
@@ -8,7 +9,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def run(connection: object) -> None:
+def run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

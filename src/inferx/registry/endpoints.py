@@ -46,11 +46,11 @@ UPLOAD_DOC = {
                         },
                         "input_schema": {
                             "type": "string",
-                            "description": 'JSON, e.g. {"features": [{"name": "sepal_length", "dtype": "float"}]}',
+                            "description": 'JSON: {"features": [{"name": "sl", "dtype": "float"}]}',
                         },
                         "model_id": {
                             "type": "string",
-                            "description": "Add a version to a model shared with you (needs `edit`).",
+                            "description": "Add a version to a model shared with you (`edit`).",
                         },
                     },
                 }

@@ -17,7 +17,7 @@ def _shared_with(user_id: uuid.UUID) -> ColumnElement[bool]:
     return exists().where(ModelShare.model_id == Model.id, ModelShare.user_id == user_id)
 
 
-def visible(user: User) -> Select[tuple[Model]]:
+def visible(user: User) -> Select[Model]:
     """Live models the user may see: owned, shared with them, or any for an admin."""
     stmt = select(Model).where(Model.deleted_at.is_(None))
     if user.role != "admin":
@@ -115,12 +115,12 @@ async def default_version(session: AsyncSession, model_id: uuid.UUID) -> ModelVe
 
 
 def filtered(
-    stmt: Select[tuple[Model]],
+    stmt: Select[Model],
     *,
     name: str | None,
     status: str | None,
     framework: str | None,
-) -> Select[tuple[Model]]:
+) -> Select[Model]:
     if name:
         stmt = stmt.where(Model.name.contains(name, autoescape=True))
     if framework:
@@ -143,7 +143,7 @@ def filtered(
 
 async def page(
     session: AsyncSession,
-    stmt: Select[tuple[Model]],
+    stmt: Select[Model],
     *,
     sort: Literal["created_at", "name"],
     order: Literal["asc", "desc"],

@@ -1,6 +1,6 @@
 """Entry point run inside the validation sandbox: sniff the format, load, describe, predict.
 
-``python -m inferx.registry.sandbox_main <path> <filename|-> <declared|-> <allow JSON> <allow_pickle>``
+``python -m inferx.registry.sandbox_main PATH FILENAME|- DECLARED|- ALLOW_JSON ALLOW_PICKLE``
 prints one JSON line: ``{"ok": true, "framework": ..., "metadata": {...}}`` or
 ``{"ok": false, "kind": ..., "detail": ..., "global": ...}``. Runs with no secrets, rlimits
 and no network (see inferx.kit.sandbox); the API process never loads the file itself.

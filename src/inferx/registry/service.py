@@ -96,11 +96,11 @@ async def _upload(
     declared = fields.get("framework") or None
     if declared is not None and declared not in FRAMEWORKS:
         raise InvalidInput(f"`framework` must be one of {', '.join(FRAMEWORKS)}.")
-    schema = _parse_schema(fields.get("input_schema"))
+    given = _parse_schema(fields.get("input_schema"))
     framework, metadata = await ctx.validator.validate(
         form.file.path, form.file.filename, declared, form.file.sha256
     )
-    schema = _reconcile_schema(schema, metadata)
+    schema = _reconcile_schema(given, metadata)
     metadata.update(size_bytes=form.file.size, sha256=form.file.sha256, filename=form.file.filename)
     model, version = await _insert_version(
         session, user, target, name, fields.get("description"), framework, schema, metadata, form

@@ -88,7 +88,7 @@ async def receive_upload(request: Request, tmp_dir: Path, max_file_bytes: int) -
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UnsupportedUpload("Upload the model as multipart/form-data with a `file` part.")
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
     form = UploadForm()
     parts: list[_Part] = []
     current: list[_Part] = []
