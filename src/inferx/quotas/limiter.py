@@ -27,6 +27,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from inferx.quotas.windows import MemoryWindows, Outcome, RedisWindows, Tally, Window
 
@@ -74,7 +75,9 @@ class Limiter:
                 redis_url.removeprefix("async+"),
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),  # fail fast: the fallback is the retry
+                # A pooled connection that died with an earlier Redis fails once: retry that on
+                # a new connection at once, but never a timeout (the fallback is the retry).
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
             shared: dict[str, Any] = {"connection_pool": self._client.connection_pool}
             storage = RedisStorage(
