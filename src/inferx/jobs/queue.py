@@ -82,9 +82,12 @@ class ProcrastinateDispatcher:
         ctx = self.ctx
 
         async def wake(item: str) -> None:
-            # The item named is only a hint: claim whatever is due first (fairness). A lease
-            # owner name per run, so two runs in one process never share a lease.
-            await kind.run_one(ctx, worker_name(kind.name, 0))
+            # The item named is only a hint: claim whatever is due first (fairness), and go on
+            # while there is work, so a wake-up that lost a race is not wasted. A lease owner
+            # name per run, so two runs in one process never share a lease.
+            name = worker_name(kind.name, 0)
+            while not self._stopping and await kind.run_one(ctx, name):
+                pass
 
         self.app.task(name=kind.name, queue=kind.name)(wake)
 

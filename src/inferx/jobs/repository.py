@@ -84,8 +84,8 @@ async def claim_candidates(session: AsyncSession, limit: int) -> list[Any]:
         .order_by(Job.last_claimed_at.asc().nulls_first(), Job.created_at, JobChunk.chunk_index)
         .limit(limit)
     )
-    if is_postgres(session):
-        stmt = stmt.with_for_update(of=JobChunk, skip_locked=True)
+    # No row locks here: ``lease`` is a conditional UPDATE, so of two claimers of one chunk
+    # exactly one wins and the other moves on to its next candidate.
     return list((await session.execute(stmt)).all())
 
 

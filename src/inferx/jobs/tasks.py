@@ -39,7 +39,7 @@ log = structlog.get_logger("inferx.jobs")
 KIND = "jobs.chunk"
 CANDIDATES = 16
 TRANSIENT_STATUS = frozenset({429, 503, 504})
-STALE_AFTER_S = 30.0
+STALE_AFTER_S = 5.0
 MAX_ERROR = 1000
 
 
