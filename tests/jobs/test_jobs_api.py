@@ -178,6 +178,18 @@ async def test_named_features_bad_inputs_cancel_and_tenancy(jobs_api, model_file
     await refused(415, data={"model_id": model["id"]})  # a form, but not multipart
     assert "CSV" in await refused(422, files={"model_id": (None, model["id"])})
 
+    # Size limits: JSON jobs keep the body limit, CSV files their own (both 413).
+    settings = api.ctx.settings
+    settings.max_body_mb, settings.jobs_max_upload_mb = 0.0005, 1
+    try:
+        await refused(413, json={"model_id": model["id"], "inputs": rows * 30})
+        big = b",".join(n.encode() for n in NAMES) + b"\n" + b"1,2,3,4\n" * 300_000
+        await refused(
+            413, data={"model_id": model["id"]}, files={"file": ("big.csv", big, "text/csv")}
+        )
+    finally:
+        settings.max_body_mb, settings.jobs_max_upload_mb = 10.0, 256
+
     # Other users: 404 everywhere, as for a job that does not exist; not in their list.
     job_id = by_json["id"]
     for method, path in [

@@ -43,13 +43,24 @@ async def submit_job(
         finally:
             form.discard()
     elif content_type == "application/json":
-        job = await service.submit_rows(
-            ctx, session, principal, _job_body(await request.body()), request_id
-        )
+        raw = await _capped_body(request, int(ctx.settings.max_body_mb * 1024 * 1024))
+        job = await service.submit_rows(ctx, session, principal, _job_body(raw), request_id)
     else:
         raise UnsupportedUpload("Send JSON (`inputs`) or multipart/form-data with a CSV `file`.")
     body = JobRead.of(job).model_dump(mode="json")
     return JSONResponse(body, status_code=202, headers={"Location": f"{API_PREFIX}/jobs/{job.id}"})
+
+
+async def _capped_body(request: Request, limit: int) -> bytes:
+    """JSON jobs are parsed in memory, so they keep the normal body limit (CSV streams)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(
+                f"JSON jobs are limited to {limit // (1024 * 1024)} MB; upload a CSV file instead."
+            )
+    return bytes(body)
 
 
 def _job_body(raw: bytes) -> JobCreate:
