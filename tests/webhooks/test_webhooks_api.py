@@ -43,12 +43,20 @@ async def test_job_and_model_events_arrive_signed(hooks_api, receiver, model_fil
     api = hooks_api
     ada = await api.user("ada@example.com")
     hook = await _create(
-        api, ada, receiver.url, ["model.version.created", "job.succeeded"], description="ci"
+        api,
+        ada,
+        receiver.url,
+        ["model.version.created", "model.version.status_changed", "job.succeeded"],
+        description="ci",
     )
     secret = hook["secret"]
     assert secret.startswith("whsec_") and hook["is_active"] is True
     shown = (await api.client.get(f"{HOOKS}/{hook['id']}", headers=ada)).json()
-    assert "secret" not in shown and shown["events"] == ["job.succeeded", "model.version.created"]
+    assert "secret" not in shown and shown["events"] == [
+        "job.succeeded",
+        "model.version.created",
+        "model.version.status_changed",
+    ]
     async with api.ctx.sessions() as session:
         stored = (await session.execute(select(Webhook))).scalar_one()
     assert secret not in stored.secret_enc and secret[6:] not in stored.secret_enc  # encrypted
@@ -89,6 +97,15 @@ async def test_job_and_model_events_arrive_signed(hooks_api, receiver, model_fil
     assert Verifier(new_secret).verify(test_hit.body, test_hit.headers)["type"] == "webhook.test"
     assert Verifier(secret).verify(test_hit.body, test_hit.headers)["type"] == "webhook.test"
     assert len(test_hit.headers["webhook-signature"].split(" ")) == 2
+
+    r = await api.client.patch(
+        f"/api/v1/models/{model['id']}/versions/1", json={"status": "deprecated"}, headers=ada
+    )
+    assert r.status_code == 200, r.text
+    (*_, changed) = await receiver.wait_hits(4)
+    event = Verifier(new_secret).verify(changed.body, changed.headers)
+    assert event["type"] == "model.version.status_changed"
+    assert event["data"]["status"] == "deprecated" and event["data"]["model_id"] == model["id"]
 
 
 async def test_failures_are_retried_with_growing_delays(hooks_api, receiver):
