@@ -4,7 +4,8 @@ A prediction is refused when either the per-minute or the daily window is full, 
 request must count in neither; ``limits`` checks one item per call, so doing this atomically
 and in one Redis round trip needs the small Lua scripts below. The Redis layout is the one of
 ``limits``' moving window (a list of hit timestamps, newest first, trimmed to the limit), with
-expired entries popped from the tail so each check costs O(1) amortised.
+expired entries popped from the tail so each check costs O(1) amortised. A hit leaves its
+window exactly ``seconds`` after it was made: when ``Retry-After`` says so, not a second later.
 
 Weighted windows (a batch job of N rows counts N) keep one entry per job and a running sum.
 Tallies are plain per-day counters (predictions per API key) that never refuse anything.
