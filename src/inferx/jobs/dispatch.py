@@ -179,6 +179,12 @@ class EmbeddedDispatcher:
 def create_dispatcher(ctx: AppContext, kinds: Sequence[WorkKind], maintain: Maintain) -> Dispatcher:
     settings = ctx.settings
     if settings.jobs_dispatcher == "procrastinate":
+        try:
+            import procrastinate  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(
+                "INFERX_JOBS_DISPATCHER=procrastinate needs: pip install 'inferx[postgres-queue]'"
+            ) from exc
         from inferx.jobs.queue import ProcrastinateDispatcher
 
         return ProcrastinateDispatcher(

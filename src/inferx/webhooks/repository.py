@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -156,3 +156,13 @@ async def overdue(session: AsyncSession, before: datetime, limit: int) -> list[A
         .limit(limit)
     )
     return list((await session.execute(stmt)).all())
+
+
+async def purge_finished(session: AsyncSession, before: datetime, limit: int = 500) -> None:
+    """Settled messages (and their attempts) older than the retention."""
+    ids = select(WebhookDelivery.id).where(
+        WebhookDelivery.status != "pending", WebhookDelivery.finished_at < before
+    )
+    found = list((await session.execute(ids.limit(limit))).scalars())
+    if found:
+        await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(found)))

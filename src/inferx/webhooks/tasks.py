@@ -30,6 +30,7 @@ log = structlog.get_logger("inferx.webhooks")
 BACKOFF_FACTOR = 4.0
 MAX_DELAY_S = 86_400.0
 JITTER = 0.2
+DELIVERY_RETENTION_DAYS = 30
 
 
 def next_delay(settings_base_s: float, attempts: int, retry_after_s: float | None) -> float:
@@ -147,8 +148,10 @@ async def _record(
 
 
 async def maintain(ctx: AppContext) -> list[Item]:
-    """Due messages nobody is sending (dispatch lost, sender crashed): dispatch them again."""
+    """Due messages nobody is sending (dispatch lost, sender crashed): dispatch them again.
+    Settled messages are kept ``DELIVERY_RETENTION_DAYS``."""
     async with unit_of_work(ctx.sessions) as session:
         now = await db_now(session)
         rows = await repo.overdue(session, now - timedelta(seconds=5), 100)
+        await repo.purge_finished(session, now - timedelta(days=DELIVERY_RETENTION_DAYS))
     return [(row.id, None) for row in rows]
