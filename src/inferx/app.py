@@ -107,11 +107,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
         expose_headers=[
             "X-Request-ID",
+            "X-Cache",
             "Retry-After",
             "RateLimit-Limit",
             "RateLimit-Remaining",
             "RateLimit-Reset",
-        ],
+            "RateLimit-Policy",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+        ],  # fmt: skip
     )
     upload_limit = settings.max_upload_mb * 1024 * 1024 + 1024 * 1024  # room for multipart framing
     body_limit = int(settings.max_body_mb * 1024 * 1024)

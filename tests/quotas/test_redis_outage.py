@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 from structlog.testing import capture_logs
 
 RETRY_S = 1.0  # the breaker's half-open delay (5 s in production), shortened for the test
@@ -46,10 +45,8 @@ async def _until_recovered(api, path, key, deadline_s=10.0):
 
 
 async def test_redis_hung_then_killed_requests_keep_flowing(
-    backend, make_settings, make_api, limited, private_redis
+    make_settings, make_api, limited, private_redis
 ):
-    if backend == "postgres":
-        pytest.skip("the limiter's Redis failover does not depend on the database: SQLite only")
     api = await make_api(make_settings(redis_url=private_redis.url, redis_timeout_s=TIMEOUT_S))
     api.ctx.limiter.retry_s = RETRY_S
     path = limited(api)
