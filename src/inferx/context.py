@@ -50,7 +50,7 @@ class AppContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 

@@ -66,20 +66,31 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 
 @asynccontextmanager
 async def unit_of_work(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """Commit on success, roll back on error: the one transaction of a request or a task."""
-    async with maker() as session:
-        try:
-            yield session
+    """Commit on success, roll back on error: the one transaction of a request or a task.
+
+    A request that never touched the database (a warm prediction) costs no commit or close."""
+    session = maker()
+    try:
+        yield session
+        if _has_work(session):
             await session.commit()
-        except BaseException:
-            session.info.pop("after_commit", None)
+    except BaseException:
+        session.info.pop("after_commit", None)
+        if _has_work(session):
             await session.rollback()
-            raise
-        for callback in session.info.pop("after_commit", []):
-            try:
-                await callback()
-            except Exception as exc:  # the data is committed; a failed notification is logged
-                log.warning("db.after_commit_failed", error=type(exc).__name__, exc_info=exc)
+        raise
+    finally:
+        if _has_work(session):
+            await session.close()
+    for callback in session.info.pop("after_commit", []):
+        try:
+            await callback()
+        except Exception as exc:  # the data is committed; a failed notification is logged
+            log.warning("db.after_commit_failed", error=type(exc).__name__, exc_info=exc)
+
+
+def _has_work(session: AsyncSession) -> bool:
+    return bool(session.in_transaction() or session.new or session.dirty or session.deleted)
 
 
 def is_sqlite_busy(exc: BaseException) -> bool:

@@ -9,7 +9,7 @@ from inferx.kit.schemas import clamp_limit
 API_PREFIX = "/api/v1"
 
 
-def client_ip(request: Request) -> str:
+async def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
