@@ -122,25 +122,29 @@ class EmbeddedDispatcher:
                 self._timers.add(handle)
 
     async def _loop(self, kind: WorkKind, index: int) -> None:
+        # Each loop sleeps until woken (dispatch, or the maintenance pass finding due work) or
+        # until the poll interval passes, then drains what it can claim. Starting asleep keeps
+        # a server that just started (or a short-lived one) off the database.
         name = worker_name(kind.name, index)
         event = self._wake[kind.name]
         failures = 0
         while not self._stopping:
-            try:
-                did = await kind.run_one(self.ctx, name)
-                failures = 0
-            except Exception as exc:  # a database outage: back off, never die
-                failures += 1
-                log.warning("jobs.worker_error", kind=kind.name, error=type(exc).__name__)
-                did = False
-                with contextlib.suppress(TimeoutError):
-                    delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
-                    await asyncio.wait_for(self._stopped.wait(), delay)
-            if did:
-                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), self.ctx.settings.jobs_poll_s)
             event.clear()
+            while not self._stopping:
+                try:
+                    did = await kind.run_one(self.ctx, name)
+                    failures = 0
+                except Exception as exc:  # a database outage: back off, never die
+                    failures += 1
+                    log.warning("jobs.worker_error", kind=kind.name, error=type(exc).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
+                        await asyncio.wait_for(self._stopped.wait(), delay)
+                    did = False
+                if not did:
+                    break
 
     async def _maintain(self) -> None:
         interval = maintenance_interval(self.ctx)
