@@ -144,6 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
+        ctx = getattr(app.state, "ctx", None)
+        if ctx is not None:
+            await ctx.inference.refresh_gauges()
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

@@ -329,3 +329,20 @@ async def test_warm_predictions_survive_a_database_outage(api, model_files):
     await _flush(api)
     history = (await api.client.get("/api/v1/predictions", headers=headers)).json()
     assert history["total"] == 6  # buffered through the outage, written afterwards
+
+
+async def test_metrics_show_model_cache_and_batching(api, model_files):
+    headers = await api.user("ds@example.com")
+    model = await _upload(api, headers, model_files["iris.pkl"])
+    r = await api.client.post(
+        f"/api/v1/predict/{model['id']}", json={"input": [list(IRIS[7])]}, headers=headers
+    )
+    assert r.status_code == 200
+    text = (await api.client.get("/metrics")).text
+    bytes_line = next(
+        line for line in text.splitlines() if line.startswith("inferx_model_cache_bytes{")
+    )
+    assert float(bytes_line.split()[-1]) > 0
+    assert 'inferx_model_cache_models{worker="0"} 1.0' in text
+    assert "inferx_batch_rows_bucket" in text and "inferx_inference_duration_seconds_count" in text
+    assert "inferx_prediction_log_dropped_total" in text

@@ -147,13 +147,26 @@ class Engine:
             self._keys_by_model.setdefault(str(target.model_id), set()).add(target.key)
         return path
 
+    async def refresh_gauges(self) -> None:
+        """Model cache gauges, asked of the workers themselves (bounded: a scrape never hangs)."""
+        if self._started is None or not self._started.done():
+            return
+        try:
+            stats = await asyncio.wait_for(self.pool.cache_stats(), 1.0)
+        except TimeoutError:
+            return
+        for worker, cache in enumerate(stats):
+            if cache is None:
+                continue
+            label = str(worker)
+            self.metrics.model_cache_bytes.labels(label).set(cache.get("bytes", 0))
+            self.metrics.model_cache_models.labels(label).set(cache.get("items", 0))
+            self.metrics.model_cache_evictions.labels(label).set(cache.get("evictions", 0))
+
     def health(self) -> dict[str, Any]:
         if self._started is None or not self._started.done():
             return {"status": "starting" if self._started else "idle", "workers": []}
         workers = [dataclasses.asdict(w) for w in self.pool.stats()]
-        for w in workers:
-            self.metrics.model_cache_bytes.labels(str(w["worker_id"])).set(w["bytes"])
-            self.metrics.model_cache_models.labels(str(w["worker_id"])).set(w["models"])
         alive = sum(1 for w in workers if w["alive"])
         return {
             "status": "ok" if alive == len(workers) else "degraded",
