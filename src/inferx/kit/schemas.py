@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
 
@@ -18,11 +18,6 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
-
-
-class PageParams(BaseModel):
-    limit: int = Field(20, ge=1)
-    offset: int = Field(0, ge=0, le=10_000_000)
 
 
 MAX_PAGE = 100

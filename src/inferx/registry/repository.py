@@ -69,11 +69,6 @@ async def find_owned_by_name(session: AsyncSession, owner_id: uuid.UUID, name: s
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def find_visible_by_name(session: AsyncSession, user: User, name: str) -> Model | None:
-    """A model the caller owns, by name (names are unique per owner, not globally)."""
-    return await find_owned_by_name(session, user.id, name)
-
-
 async def max_version(session: AsyncSession, model_id: uuid.UUID) -> int:
     stmt = select(func.coalesce(func.max(ModelVersion.version), 0)).where(
         ModelVersion.model_id == model_id
