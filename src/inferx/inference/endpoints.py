@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
@@ -21,20 +22,21 @@ router = APIRouter(prefix=API_PREFIX, tags=["predictions"])
 async def predict(
     model_id: uuid.UUID,
     request: Request,
-    response: Response,
     principal: CurrentPrincipal,
     quota: PredictionQuota,
     ctx: Ctx,
     session: Session,
     version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-) -> PredictResponse:
+) -> Response:
     """Predict with a model's default version (or `?version=N`); counts against your quota."""
     data = service.parse_body(await request.body())
     result = await service.predict(
         ctx, session, principal, model_id, version, data, request.state.request_id
     )
-    response.headers["X-Cache"] = "HIT" if result.cache_hit else "MISS"
-    return result
+    headers = {**quota.headers, "X-Cache": "HIT" if result["cache_hit"] else "MISS"}
+    return Response(
+        json.dumps(result, separators=(",", ":")), media_type="application/json", headers=headers
+    )
 
 
 @router.get("/predictions", response_model=Page[PredictionRead])
