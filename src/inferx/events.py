@@ -93,6 +93,7 @@ class RedisEventBus:
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         self._poll_s = poll_s
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
         self._first_attempt = asyncio.Event()
         self._degraded = False
         self._publish_paused_until = self._publish_pause_s = 0.0
@@ -127,6 +128,7 @@ class RedisEventBus:
         if self._listener is not None:
             return
         self._first_attempt.clear()
+        self._stopping = False
         self._listener = asyncio.create_task(self._listen(), name="inferx-events-listener")
         # Wait for the subscription so events published right after start are heard,
         # but never hold up start-up on an unreachable Redis.
@@ -137,13 +139,21 @@ class RedisEventBus:
         task, self._listener = self._listener, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        self._stopping = True
+        # redis-py may turn a cancellation that lands inside a connect into a ConnectionError;
+        # the flag ends the loop then, and the cancel is repeated until the task is done.
+        for _ in range(10):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                break
+        if task.done() and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()
 
     async def _listen(self) -> None:
         delay = self._reconnect[0]
-        while True:
+        while not self._stopping:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await self._subscribe(pubsub)
