@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferx.auth.tokens import AccessClaims, InvalidToken
 from inferx.context import AppContext, Ctx, Session
@@ -44,6 +45,25 @@ async def current_principal(
     bearer: Annotated[str | None, Depends(oauth2_scheme)] = None,
     api_key: Annotated[str | None, Depends(api_key_scheme)] = None,
 ) -> Principal:
+    return await resolve_principal(request, ctx, session, bearer, api_key)
+
+
+def credentials(request: Request) -> tuple[str | None, str | None]:
+    """(bearer token, API key) from the headers, as the two security schemes read them."""
+    api_key = request.headers.get("x-api-key") or None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() or None if scheme.lower() == "bearer" else None
+    return bearer, api_key
+
+
+async def resolve_principal(
+    request: Request,
+    ctx: AppContext,
+    session: AsyncSession,
+    bearer: str | None,
+    api_key: str | None,
+) -> Principal:
+    """Who is calling. Also usable without dependency injection (the prediction hot path)."""
     credential = api_key or bearer
     if not credential:
         raise Unauthorized(
@@ -62,7 +82,7 @@ async def current_principal(
     return principal
 
 
-async def _from_api_key(ctx: AppContext, session: Session, key: str) -> Principal:
+async def _from_api_key(ctx: AppContext, session: AsyncSession, key: str) -> Principal:
     key_hash = sha256_hex(key)
     record = await ctx.auth_cache.key(session, key_hash)
     if record is None or not same(record.key_hash, key_hash):
@@ -79,7 +99,7 @@ async def _from_api_key(ctx: AppContext, session: Session, key: str) -> Principa
     return Principal(user=user, via="api_key", api_key_id=record.id)
 
 
-async def _from_jwt(ctx: AppContext, session: Session, token: str) -> Principal:
+async def _from_jwt(ctx: AppContext, session: AsyncSession, token: str) -> Principal:
     try:
         claims = ctx.signer.verify(token)
     except InvalidToken as exc:
