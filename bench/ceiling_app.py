@@ -1,6 +1,6 @@
 """The HTTP ceiling: a bare ASGI app that reads the body and answers constant JSON.
 
-Run: uvicorn bench.ceiling_app:app --loop uvloop --http httptools --no-access-log
+Run: uvicorn ceiling_app:app --app-dir bench --loop uvloop --http httptools --no-access-log
 """
 
 from __future__ import annotations

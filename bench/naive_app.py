@@ -4,7 +4,7 @@ Both variants live in one app, each measured on its own: ``POST /def/{model}`` i
 ``def`` route (FastAPI runs it in its thread pool), ``POST /async/{model}`` an ``async def``
 route (``predict`` runs on, and blocks, the event loop). Body: ``{"input": [[...], ...]}``.
 
-Run: BENCH_MODEL_DIR=dir uvicorn bench.naive_app:app --loop uvloop --http httptools
+Run: BENCH_MODEL_DIR=dir uvicorn naive_app:app --app-dir bench --loop uvloop --http httptools
 (``dir`` holds ``lr.joblib`` and ``rf.joblib``.)
 """
 

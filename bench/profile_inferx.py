@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("structlog / logging", ("structlog/", "logging/", "inferx/logging.py")),
     ("prometheus metrics", ("prometheus_client/",)),
     ("sqlalchemy / aiosqlite", ("sqlalchemy/", "aiosqlite/", "inferx/db.py")),
-    ("threadpool hop (sync dependency)", ("starlette/concurrency.py", "anyio/")),
+    ("anyio (exit-stack cancel scopes, thread hops)", ("starlette/concurrency.py", "anyio/")),
     ("response model (pydantic)", ("pydantic/", "serialize_response", "fastapi/encoders.py")),
     ("FastAPI dependency solving", ("fastapi/dependencies/",)),
     ("inferx middleware", ("inferx/middleware.py",)),
@@ -120,11 +120,14 @@ def main() -> int:
         help="a setting for inferx serve (repeatable), to measure what a feature costs",
     )
     p.add_argument("--no-spy", action="store_true", help="only CPU per request, no py-spy")
+    p.add_argument("--nice", type=int, default=0, help="niceness of inferx and wrk (e.g. -5)")
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not args.no_spy and not Path(spy).exists():
         sys.exit("py-spy not found: .venv/bin/pip install py-spy")
     wrk = pl.ensure_wrk()
+    if args.nice:
+        pl.NICE[:] = ["nice", "-n", str(args.nice)]
     work = Path(tempfile.mkdtemp(prefix="inferx-profile-"))
     out: list[str] = []
     try:
