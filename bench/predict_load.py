@@ -777,6 +777,26 @@ class Plan:
     quiet_wait_s: float = 0.0  # before each point, wait up to this long for a quiet box
 
 
+def source_state() -> str:
+    """The commit InferX was measured at, and whether src/ had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%h %cd", "--date=iso"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" + uncommitted changes in src/" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -1031,6 +1051,8 @@ def render(report: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['memory_gib']} GiB, "
         f"Linux {m['kernel']}, Python {m['python']}. Generator: {report['generator']}.",
         f"Plan: {report['plan_text']}",
+        f"InferX source: {report['source']['at_start']} (at the end: "
+        f"{report['source']['at_end']}).",
         "",
         "| config | model | conns | req/s | p50 ms | p99 ms | errors | rounds | spread "
         "| server CPU µs/req | server cores | foreign cores |",
@@ -1141,6 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     started = time.monotonic()
+    source_at_start = source_state()
     work = Path(tempfile.mkdtemp(prefix="inferx-bench-"))
     log(f"work directory {work}; plan {plan}")
     try:
@@ -1167,6 +1190,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f"; servers and wrk at niceness {args.nice}" if args.nice else ""),
         "plan": asdict(plan),
         "plan_text": plan_text,
+        "source": {"at_start": source_at_start, "at_end": source_state()},
         "versions": {m: _version(m) for m in ("sklearn", "numpy", "fastapi", "uvicorn")},
         "rows": [asdict(r) for r in rows],
         "ratios": ratios(rows),
