@@ -17,6 +17,7 @@ import asyncio
 import copy
 import dataclasses
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -109,8 +110,14 @@ class _Key:
 class Batcher:
     """Merges concurrent requests for one version key into one pool call."""
 
-    def __init__(self, pool: Submitter, config: BatchConfig | None = None) -> None:
+    def __init__(
+        self,
+        pool: Submitter,
+        config: BatchConfig | None = None,
+        on_call: Callable[[int], None] | None = None,
+    ) -> None:
         self._pool = pool
+        self._on_call = on_call  # told the rows of every model call (metrics)
         self.config = config or BatchConfig()
         self._keys: dict[str, _Key] = {}
         self._stats = BatcherStats()
@@ -164,6 +171,8 @@ class Batcher:
         state.in_flight += 1
         self._stats.calls += 1
         self._stats.immediate += 1
+        if self._on_call is not None:
+            self._on_call(X.shape[0])
         future.add_done_callback(partial(self._alone_done, key, state))
         return future
 
@@ -220,6 +229,8 @@ class Batcher:
             return
         state.in_flight += 1
         self._count_call(len(batch))
+        if self._on_call is not None:
+            self._on_call(X.shape[0])
         future.add_done_callback(partial(self._batch_done, key, state, batch))
 
     def _count_call(self, requests: int) -> None:

@@ -68,7 +68,11 @@ class Engine:
                 preload=PRELOAD,
             )
         )
-        self.batcher = Batcher(self.pool, BatchConfig(max_batch_rows=settings.batch_max_rows))
+        self.batcher = Batcher(
+            self.pool,
+            BatchConfig(max_batch_rows=settings.batch_max_rows),
+            on_call=metrics.batch_rows.observe,
+        )
         self._started: asyncio.Task[None] | None = None
         self._paths: dict[str, str] = {}
         self._keys_by_model: dict[str, set[str]] = {}
@@ -106,7 +110,6 @@ class Engine:
         )
         elapsed = time.perf_counter() - start
         self.metrics.inference_latency.observe(result.compute_ms / 1000)
-        self.metrics.batch_rows.observe(result.batch_size)
         outcome = Outcome(
             prediction=_json_safe(result.prediction, X.shape[0]),
             probabilities=None
