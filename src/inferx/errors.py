@@ -69,6 +69,21 @@ class ServiceUnavailable(InferxError):
     status, title = 503, "Service unavailable"
 
 
+def problem_body(
+    status: int, title: str, detail: str, instance: str, request_id: str | None, **extra: Any
+) -> dict[str, Any]:
+    """The RFC 9457 document every error is rendered as (also by the ASGI middleware)."""
+    return {
+        "type": f"https://inferx.dev/problems/{status}" if status != 500 else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+        **extra,
+    }
+
+
 def problem(
     request: Request,
     status: int,
@@ -78,15 +93,9 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = {
-        "type": f"https://inferx.dev/problems/{status}" if status != 500 else "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        "request_id": getattr(request.state, "request_id", None),
-        **extra,
-    }
+    body = problem_body(
+        status, title, detail, request.url.path, getattr(request.state, "request_id", None), **extra
+    )
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM)
 
 

@@ -16,6 +16,7 @@ import structlog
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inferx.errors import problem_body
 from inferx.metrics import Metrics
 
 log = structlog.get_logger("inferx.access")
@@ -36,19 +37,6 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"The request body exceeds {limit} bytes.")
-
-
-def _problem_bytes(status: int, title: str, detail: str, path: str, request_id: str) -> bytes:
-    return json.dumps(
-        {
-            "type": f"https://inferx.dev/problems/{status}" if status != 500 else "about:blank",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": path,
-            "request_id": request_id,
-        }
-    ).encode()
 
 
 class RequestContextMiddleware:
@@ -186,7 +174,7 @@ async def _send_problem(
     request_id: str,
     rid_header: tuple[bytes, bytes],
 ) -> None:
-    body = _problem_bytes(status, title, detail, path, request_id)
+    body = json.dumps(problem_body(status, title, detail, path, request_id)).encode()
     headers: list[Any] = [
         (b"content-type", b"application/problem+json"),
         (b"content-length", str(len(body)).encode()),

@@ -70,7 +70,7 @@ class AuthCache:
             self.users.invalidate(uuid.UUID(payload["user_id"]))
 
         async def on_key(_event: str, payload: dict[str, Any]) -> None:
-            self.keys.invalidate_where(lambda _hash: True)
+            self.keys.clear()
 
         events.subscribe("user.changed", on_user)
         events.subscribe("api_key.changed", on_key)

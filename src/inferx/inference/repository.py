@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, insert, or_, select
+from sqlalchemy import Select, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,14 +67,10 @@ async def write_log(session: AsyncSession, entries: list[dict[str, Any]]) -> Non
 
 
 def _least(dialect: Any, a: Any, b: Any) -> Any:
-    from sqlalchemy import func
-
     return func.least(a, b) if dialect is postgresql else func.min(a, b)
 
 
 def _greatest(dialect: Any, a: Any, b: Any) -> Any:
-    from sqlalchemy import func
-
     return func.greatest(a, b) if dialect is postgresql else func.max(a, b)
 
 

@@ -20,6 +20,7 @@ from inferx.inference.inputs import to_array
 from inferx.inference.schemas import PredictionRead
 from inferx.inference.targets import Target
 from inferx.kit.time import utcnow
+from inferx.tables import Prediction
 
 log = structlog.get_logger("inferx.inference")
 
@@ -152,8 +153,6 @@ async def history(
     limit: int,
     offset: int,
 ) -> tuple[list[PredictionRead], int]:
-    from inferx.tables import Prediction
-
     stmt = repository.history(principal.user.id, model_id=model_id, status=status, since=since)
     total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     rows = await session.execute(

@@ -165,7 +165,7 @@ class Targets:
         async def on_model(_event: str, payload: dict[str, Any]) -> None:
             model_id = uuid.UUID(payload["model_id"])
             self.models.invalidate(model_id)
-            self.names.invalidate_where(lambda key: True)
+            self.names.clear()
 
         async def on_share(_event: str, payload: dict[str, Any]) -> None:
             self.shares.invalidate((uuid.UUID(payload["user_id"]), uuid.UUID(payload["model_id"])))

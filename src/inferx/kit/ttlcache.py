@@ -51,9 +51,5 @@ class TtlCache(Generic[K, V]):
     def invalidate(self, key: K) -> None:
         self._items.pop(key, None)
 
-    def invalidate_where(self, predicate: Callable[[K], bool]) -> None:
-        for key in [k for k in self._items if predicate(k)]:
-            del self._items[key]
-
     def clear(self) -> None:
         self._items.clear()
