@@ -1,10 +1,15 @@
 """Micro-benchmark of the inference core: Batcher -> InferencePool -> worker processes.
 
 No HTTP: it measures what the API process pays per prediction (plus the workers' compute).
-Run: .venv/bin/python bench/pool_micro.py [--seconds 3] [--uvloop] [--no-batch]
+Run: .venv/bin/python bench/pool_micro.py [--seconds 3] [--uvloop] [--no-batch] [--proba]
+     .venv/bin/python bench/pool_micro.py --sequential [--calls 5000] [--uvloop]
 
 Prints, per model and concurrency, requests/s, p50/p99 latency, the API process's CPU
 microseconds per request, and the mean rows per model call.
+
+``--sequential`` measures one round trip at a time instead (single-row requests with
+probabilities, one in flight): p50/p99 latency in µs and the CPU µs each call costs the API
+process and the worker processes (from /proc/<pid>/schedstat), best of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from inferx.inference.pool import InferencePool, PoolConfig
 
 
 def build_models(directory: Path) -> dict[str, tuple[str, np.ndarray]]:
-    X_rf, y_rf = make_classification(2000, 20, random_state=0)
+    # The models of predict_load.py, the HTTP benchmark.
+    X_rf, y_rf = make_classification(2000, 20, n_informative=10, random_state=0)
     rf = RandomForestClassifier(n_estimators=100, random_state=0).fit(X_rf, y_rf)
     X_lr, y_lr = load_iris(return_X_y=True)
-    lr = LogisticRegression(max_iter=500).fit(X_lr, y_lr)
+    lr = LogisticRegression(max_iter=1000).fit(X_lr, y_lr)
     models = {}
     for name, model, X in (("lr", lr, X_lr), ("rf", rf, X_rf)):
         path = directory / f"{name}.pkl"
@@ -84,6 +90,52 @@ async def run_point(predict, batcher, key, path, X, conc: int, seconds: float) -
     }
 
 
+def worker_cpu_ns(pool: InferencePool) -> int:
+    """CPU time (ns) the live worker processes have used, from the scheduler's own count."""
+    total = 0
+    for stats in pool.stats():
+        if stats.pid is not None:
+            with open(f"/proc/{stats.pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    return total
+
+
+async def sequential_point(predict, pool, key, path, X, calls: int) -> dict:
+    n = len(X)
+    for i in range(200):
+        await predict(key, path, "sklearn", X[i % n : i % n + 1], True, 10.0)
+    lat: list[float] = []
+    api0, worker0 = time.process_time(), worker_cpu_ns(pool)
+    for i in range(calls):
+        row = X[i % n : i % n + 1]
+        t0 = time.perf_counter()
+        await predict(key, path, "sklearn", row, True, 10.0)
+        lat.append(time.perf_counter() - t0)
+    api1, worker1 = time.process_time(), worker_cpu_ns(pool)
+    lat.sort()
+    return {
+        "p50_us": statistics.median(lat) * 1e6,
+        "p99_us": lat[int(len(lat) * 0.99) - 1] * 1e6,
+        "api_cpu_us": (api1 - api0) / calls * 1e6,
+        "worker_cpu_us": (worker1 - worker0) / calls / 1e3,
+    }
+
+
+async def sequential(pool, predict, models, args: argparse.Namespace) -> None:
+    header = f"{'model':5} {'p50 µs':>7} {'p99 µs':>7} {'API CPU µs/call':>15}"
+    print(f"{header} {'worker CPU µs/call':>18}")
+    for name, (path, X) in models.items():
+        runs = [
+            await sequential_point(predict, pool, name, path, X, args.calls)
+            for _ in range(args.repeat)
+        ]
+        best = {field: min(r[field] for r in runs) for field in runs[0]}
+        print(
+            f"{name:5} {best['p50_us']:7.0f} {best['p99_us']:7.0f}"
+            f" {best['api_cpu_us']:15.1f} {best['worker_cpu_us']:18.1f}"
+        )
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = build_models(Path(tmp))
@@ -93,6 +145,10 @@ async def main(args: argparse.Namespace) -> None:
         async with InferencePool(config) as pool:
             batcher = None if args.no_batch else Batcher(pool)
             predict = pool.predict if batcher is None else batcher.predict
+            if args.sequential:
+                print(f"sequential batching={batcher is not None} uvloop={args.uvloop}")
+                await sequential(pool, predict, models, args)
+                return
             print(
                 f"workers={len(pool.stats())} batching={batcher is not None} "
                 f"uvloop={args.uvloop} proba={PROBA}"
@@ -119,6 +175,9 @@ if __name__ == "__main__":
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--no-batch", action="store_true")
     parser.add_argument("--proba", action="store_true", help="ask for probabilities too")
+    parser.add_argument("--sequential", action="store_true", help="one call in flight")
+    parser.add_argument("--calls", type=int, default=5000, help="calls per --sequential run")
+    parser.add_argument("--repeat", type=int, default=3, help="--sequential runs; best is shown")
     args = parser.parse_args()
     PROBA = args.proba
     if args.uvloop:
