@@ -30,6 +30,7 @@ from inferx.db import create_engine, create_sessionmaker
 from inferx.errors import install_handlers
 from inferx.events import create_event_bus
 from inferx.health.endpoints import router as health_router
+from inferx.inference.direct import route as direct_route
 from inferx.inference.endpoints import router as inference_router
 from inferx.inference.engine import Engine
 from inferx.inference.log import PredictionLog
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else body_limit
         ),
         slow_request_ms=settings.slow_request_ms,
+        direct=direct_route,
     )
 
     routers = (

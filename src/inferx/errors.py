@@ -84,6 +84,14 @@ def problem_body(
     }
 
 
+def database_unavailable(exc: OperationalError) -> InferxError:
+    """The database is unreachable, or (SQLite) busy beyond its timeout: retryable, not a bug."""
+    log.warning("request.database_unavailable", error=type(exc.orig).__name__)
+    return ServiceUnavailable(
+        "The database is busy or unreachable; retry shortly.", headers={"Retry-After": "1"}
+    )
+
+
 def problem(
     request: Request,
     status: int,
@@ -127,15 +135,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _database(request: Request, exc: OperationalError) -> JSONResponse:
-        # The database is unreachable, or (SQLite) busy beyond its timeout: retryable, not a bug.
-        log.warning("request.database_unavailable", error=type(exc.orig).__name__)
-        return problem(
-            request,
-            503,
-            "Service unavailable",
-            "The database is busy or unreachable; retry shortly.",
-            headers={"Retry-After": "1"},
-        )
+        return await _inferx(request, database_unavailable(exc))
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -47,8 +47,10 @@ class RequestContextMiddleware:
         metrics: Metrics,
         body_limit: Callable[[str], int],
         slow_request_ms: float,
+        direct: Callable[[Scope], ASGIApp | None] = lambda _scope: None,
     ) -> None:
         self.app = app
+        self.direct = direct  # hot routes served without the framework (inference.direct)
         self.metrics = metrics
         self.body_limit = body_limit
         self.slow_request_ms = slow_request_ms
@@ -85,7 +87,8 @@ class RequestContextMiddleware:
         try:
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
-            await self.app(scope, _limited(receive, limit), send_wrapper)
+            app = self.direct(scope) or self.app
+            await app(scope, _limited(receive, limit), send_wrapper)
         except BodyTooLarge as exc:
             status = 413
             if not started:

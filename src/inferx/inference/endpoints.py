@@ -31,6 +31,15 @@ async def predict(
     version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> Response:
     """Predict with a model's default version (or `?version=N`); counts against your quota."""
+    body, headers = await answer_predict(request, model_id, version)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+async def answer_predict(
+    request: Request, model_id: uuid.UUID, version: int | None
+) -> tuple[bytes, dict[str, str]]:
+    """The prediction's JSON body and headers: one implementation for this route and for
+    ``inference.direct``, which serves the same path without the framework."""
     ctx: AppContext = request.app.state.ctx
     async with unit_of_work(ctx.sessions) as session:
         principal = await resolve_principal(request, ctx, session, *credentials(request))
@@ -40,8 +49,7 @@ async def predict(
             ctx, session, principal, model_id, version, data, request.state.request_id
         )
     headers = {**quota.headers, "X-Cache": "HIT" if result["cache_hit"] else "MISS"}
-    body = json.dumps(result, separators=(",", ":"))
-    return Response(body, media_type="application/json", headers=headers)
+    return json.dumps(result, separators=(",", ":")).encode(), headers
 
 
 @router.get("/predictions", response_model=Page[PredictionRead])
