@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,21 +30,41 @@ class SklearnModel(LoadedModel):
     saved_with_version: str | None = None
     # raw input column -> categories a fitted encoder knows for it
     categories: dict[int, np.ndarray] = field(default_factory=dict)
+    # which of the fast paths below fits the estimator, if any (see _fast_path)
+    fast: FastPath = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.fast = _fast_path(self.estimator) if self.n_features is not None else None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        if _is_forest_classifier(self.estimator):
-            return self._labels(self._forest_proba(self.prepare(X)))
-        return np.asarray(self.estimator.predict(self._frame(self.prepare(X))))
+        X = self.prepare(X)
+        if self.fast == "forest":
+            return self._labels(self._forest_proba(X))
+        scores = self._linear_scores(X) if self.fast is not None else None
+        if scores is None:
+            return np.asarray(self.estimator.predict(self._frame(X)))
+        return scores if self.fast == "linear" else self._logistic_labels(scores)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray | None:
         if not self.proba:
             return None
-        if _is_forest_classifier(self.estimator):
-            return self._forest_proba(self.prepare(X))
-        return np.asarray(self.estimator.predict_proba(self._frame(self.prepare(X))))
+        X = self.prepare(X)
+        if self.fast == "forest":
+            return self._forest_proba(X)
+        scores = self._linear_scores(X) if self.fast == "logistic" else None
+        if scores is None:
+            return np.asarray(self.estimator.predict_proba(self._frame(X)))
+        return _logistic_proba(scores)
 
     def predict_with_proba(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels and probabilities from one pass when the labels are the argmax anyway."""
+        if self.fast == "logistic":
+            X = self.prepare(X)
+            scores = self._linear_scores(X)
+            if scores is not None:
+                labels = self._logistic_labels(scores)  # before the softmax reuses scores
+                return labels, _logistic_proba(scores)
+            return self.predict(X), self.predict_proba(X)
         if self.proba and type(self.estimator).__name__ in ARGMAX_CLASSIFIERS:
             proba = self.predict_proba(X)
             assert proba is not None
@@ -54,15 +75,38 @@ class SklearnModel(LoadedModel):
         return np.asarray(self.estimator.classes_).take(np.argmax(proba, axis=1), axis=0)
 
     def _forest_proba(self, X: np.ndarray) -> np.ndarray:
-        # What the forest's predict_proba computes, minus its per-call joblib dispatch, which
-        # costs more than the trees themselves for the few rows of a real-time request.
+        # What the forest's predict_proba computes, minus its per-call joblib dispatch and
+        # each tree's fitted/feature checks, which cost more than the trees themselves for
+        # the few rows of a real-time request. prepare() has checked the feature count.
         X32 = np.ascontiguousarray(X, dtype=np.float32)
         trees = self.estimator.estimators_
-        total = trees[0].predict_proba(X32, check_input=False).astype(np.float64)
+        n_classes = self.estimator.n_classes_
+        total = trees[0].tree_.predict(X32)[:, :n_classes].astype(np.float64)
         for tree in trees[1:]:
-            total += tree.predict_proba(X32, check_input=False)
+            total += tree.tree_.predict(X32)[:, :n_classes]
         total /= len(trees)
         return total
+
+    def _linear_scores(self, X: np.ndarray) -> np.ndarray | None:
+        """``decision_function`` as sklearn computes it, without its per-call validation.
+
+        None sends the call to sklearn: inputs it would reject (NaN, inf) give non-finite
+        scores, and sklearn raises its own error for them.
+        """
+        if X.dtype != np.float64 or X.ndim != 2:
+            return None
+        coef = self.estimator.coef_
+        scores = (X @ coef.T if coef.ndim == 2 else X @ coef) + self.estimator.intercept_
+        if not np.isfinite(scores).all():
+            return None
+        if self.fast == "logistic" and scores.shape[1] == 1:
+            return scores.reshape(-1)
+        return np.asarray(scores)
+
+    def _logistic_labels(self, scores: np.ndarray) -> np.ndarray:
+        # LinearClassifierMixin.predict: the sign of the score, or its argmax.
+        indices = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
+        return np.asarray(self.estimator.classes_).take(indices, axis=0)
 
     @property
     def has_predict_proba(self) -> bool:
@@ -104,13 +148,68 @@ ARGMAX_CLASSIFIERS = frozenset(
 )
 
 
-def _is_forest_classifier(estimator: Any) -> bool:
+FastPath = Literal["forest", "logistic", "linear"] | None
+
+_LINEAR_REGRESSORS = ("LinearRegression", "Ridge", "Lasso", "ElasticNet")
+
+
+def _fast_path(estimator: Any) -> FastPath:
+    """The fast path that computes exactly what ``estimator``'s own methods compute, if any.
+
+    Only for these exact sklearn classes (a subclass may override anything) fitted on arrays:
+    estimators fitted on a DataFrame select columns by name, which the fast paths do not.
+    """
+    if getattr(estimator, "feature_names_in_", None) is not None:
+        return None
+    cls = type(estimator)
+    if cls.__module__.startswith("sklearn.ensemble") and cls.__name__ in (
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+    ):
+        return "forest" if getattr(estimator, "n_outputs_", 1) == 1 else None
+    if not cls.__module__.startswith("sklearn.linear_model"):
+        return None
+    linear_model = require("sklearn.linear_model", "sklearn")
+    if cls.__name__ not in ("LogisticRegression", *_LINEAR_REGRESSORS):
+        return None
+    if cls is not getattr(linear_model, cls.__name__, None) or not _dense_coefficients(estimator):
+        return None
+    if cls.__name__ != "LogisticRegression":
+        return "linear"
+    # Versions whose LogisticRegression still takes multi_class may compute one-vs-rest
+    # probabilities; those keep sklearn's own predict_proba.
+    if "multi_class" in inspect.signature(cls).parameters:
+        return None
+    # Binary models hold one row of coefficients: sklearn switches on the class count.
+    binary = np.size(getattr(estimator, "classes_", ())) <= 2
     return (
-        type(estimator).__name__ in ("RandomForestClassifier", "ExtraTreesClassifier")
-        and type(estimator).__module__.startswith("sklearn.ensemble")
-        and getattr(estimator, "n_outputs_", 1) == 1
-        and getattr(estimator, "feature_names_in_", None) is None
+        "logistic" if estimator.coef_.ndim == 2 and binary == (len(estimator.coef_) == 1) else None
     )
+
+
+def _dense_coefficients(estimator: Any) -> bool:
+    coef = getattr(estimator, "coef_", None)
+    intercept = getattr(estimator, "intercept_", None)
+    return (
+        isinstance(coef, np.ndarray)  # not after sparsify()
+        and coef.dtype.kind == "f"
+        and coef.ndim in (1, 2)
+        and isinstance(intercept, np.ndarray | float | int)
+    )
+
+
+def _logistic_proba(scores: np.ndarray) -> np.ndarray:
+    """LogisticRegression.predict_proba from its decision scores (consumes ``scores``)."""
+    if scores.ndim == 1:  # binary: the logistic of the one score, as [1 - p, p]
+        from scipy.special import expit
+
+        positive = expit(scores, out=scores)
+        return np.stack([1 - positive, positive], axis=1)
+    # sklearn.utils.extmath.softmax, operation for operation
+    scores -= np.reshape(np.max(scores, axis=1), (-1, 1))
+    np.exp(scores, out=scores)
+    scores /= np.reshape(np.sum(scores, axis=1), (-1, 1))
+    return scores
 
 
 def load(path: str, *, extra_allowed: Iterable[str] = ()) -> SklearnModel:
