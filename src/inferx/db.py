@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from alembic import command
@@ -64,25 +64,45 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
+class _LazySession:
+    """Stands in for an AsyncSession and makes the real one on first use."""
+
+    def __init__(self, maker: async_sessionmaker[AsyncSession]) -> None:
+        self._maker = maker
+        self.made: AsyncSession | None = None
+
+    def __getattr__(self, name: str) -> Any:  # only for names this class does not have
+        if self.made is None:
+            self.made = self._maker()
+        return getattr(self.made, name)
+
+
 @asynccontextmanager
-async def unit_of_work(maker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+async def unit_of_work(
+    maker: async_sessionmaker[AsyncSession], *, lazy: bool = False
+) -> AsyncIterator[AsyncSession]:
     """Commit on success, roll back on error: the one transaction of a request or a task.
 
-    A request that never touched the database (a warm prediction) costs no commit or close."""
-    session = maker()
+    A request that never touched the database (a warm prediction) costs no commit or close;
+    with ``lazy`` it does not even build a session (the prediction hot path)."""
+    holder = _LazySession(maker)
+    if not lazy:
+        holder.made = maker()
     try:
-        yield session
-        if _has_work(session):
-            await session.commit()
+        yield cast(AsyncSession, holder) if lazy else cast(AsyncSession, holder.made)
+        if holder.made is not None and _has_work(holder.made):
+            await holder.made.commit()
     except BaseException:
-        session.info.pop("after_commit", None)
-        if _has_work(session):
-            await session.rollback()
+        if holder.made is not None:
+            holder.made.info.pop("after_commit", None)
+            if _has_work(holder.made):
+                await holder.made.rollback()
         raise
     finally:
-        if _has_work(session):
-            await session.close()
-    for callback in session.info.pop("after_commit", []):
+        if holder.made is not None and _has_work(holder.made):
+            await holder.made.close()
+    callbacks = holder.made.info.pop("after_commit", []) if holder.made is not None else []
+    for callback in callbacks:
         try:
             await callback()
         except Exception as exc:  # the data is committed; a failed notification is logged

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferx.errors import problem_body
+from inferx.logging import access as access_log
 from inferx.metrics import Metrics
 
 log = structlog.get_logger("inferx.access")
@@ -120,6 +121,7 @@ class RequestContextMiddleware:
         ms = round(elapsed * 1000, 3)
         state = scope.get("state", {})
         fields = {
+            "request_id": state.get("request_id"),
             "method": method,
             "path": scope["path"],
             "route": route,
@@ -130,7 +132,7 @@ class RequestContextMiddleware:
         }
         if ms > self.slow_request_ms:
             log.warning("http.slow_request", **fields)
-        log.info("http.request", **fields)
+        access_log(fields)
 
 
 def _request_id(scope: Scope) -> str:

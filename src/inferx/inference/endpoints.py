@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from inferx.auth.dependencies import CurrentPrincipal, credentials, resolve_principal
@@ -41,7 +42,7 @@ async def answer_predict(
     """The prediction's JSON body and headers: one implementation for this route and for
     ``inference.direct``, which serves the same path without the framework."""
     ctx: AppContext = request.app.state.ctx
-    async with unit_of_work(ctx.sessions) as session:
+    async with unit_of_work(ctx.sessions, lazy=True) as session:
         principal = await resolve_principal(request, ctx, session, *credentials(request))
         quota = await consume_prediction(ctx, principal.user, api_key_id=principal.api_key_id)
         data = service.parse_body(await request.body())
@@ -49,7 +50,11 @@ async def answer_predict(
             ctx, session, principal, model_id, version, data, request.state.request_id
         )
     headers = {**quota.headers, "X-Cache": "HIT" if result["cache_hit"] else "MISS"}
-    return json.dumps(result, separators=(",", ":")).encode(), headers
+    try:
+        body = orjson.dumps(result)
+    except orjson.JSONEncodeError:  # e.g. an integer label beyond 64 bits: the slow encoder
+        body = json.dumps(result, separators=(",", ":")).encode()
+    return body, headers
 
 
 @router.get("/predictions", response_model=Page[PredictionRead])

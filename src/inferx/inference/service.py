@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,8 +29,8 @@ MAX_ERROR_CHARS = 2000
 
 def parse_body(raw: bytes) -> Any:
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        body = orjson.loads(raw)  # strict JSON: NaN, Infinity and 64-bit overflows are refused
+    except orjson.JSONDecodeError as exc:
         raise InvalidInput("The body is not valid JSON.") from exc
     if not isinstance(body, dict) or "input" not in body:
         raise InvalidInput('The body must be an object like {"input": [[...], ...]}.')
