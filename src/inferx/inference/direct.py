@@ -85,7 +85,9 @@ def _model_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
     except ValueError:
-        raise _invalid(["path", "model_id"], "Input should be a valid UUID", "uuid_parsing") from None
+        raise _invalid(
+            ["path", "model_id"], "Input should be a valid UUID", "uuid_parsing"
+        ) from None
 
 
 def _version(query_string: bytes) -> int | None:
