@@ -160,8 +160,15 @@ def tally_key(user_id: uuid.UUID, now: float) -> str:
     return f"quota:{user_id}:tally:{day_of(now)}"
 
 
+_last_day: tuple[int, str] = (-1, "")
+
+
 def day_of(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).date().isoformat()
+    global _last_day
+    day = int(now // DAY_S)
+    if _last_day[0] != day:
+        _last_day = (day, datetime.fromtimestamp(now, UTC).date().isoformat())
+    return _last_day[1]
 
 
 def prediction_windows(user_id: uuid.UUID, limits: QuotaLimits) -> tuple[Window, ...]:
@@ -170,6 +177,23 @@ def prediction_windows(user_id: uuid.UUID, limits: QuotaLimits) -> tuple[Window,
     if limits.per_day is not None:
         windows.append(Window("daily", keys["daily"], limits.per_day, DAY_S))
     return tuple(windows)
+
+
+_PLANS: dict[tuple[object, ...], tuple[Settings, tuple[Window, ...]]] = {}
+_MAX_PLANS = 4096
+
+
+def _windows_of(settings: Settings, user: User) -> tuple[Window, ...]:
+    """``prediction_windows`` memoised per user and limits: it runs on every prediction."""
+    key = (id(settings), user.id, user.tier, user.quota_per_day, user.quota_per_minute)
+    found = _PLANS.get(key)
+    if found is not None and found[0] is settings:  # the entry keeps its settings alive
+        return found[1]
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    windows = prediction_windows(user.id, limits_for(settings, user))
+    _PLANS[key] = (settings, windows)
+    return windows
 
 
 def rows_window(user_id: uuid.UUID, limits: QuotaLimits) -> Window:
@@ -185,7 +209,7 @@ async def consume_prediction(
     neither). Raises ``QuotaExceeded`` naming the window that is full."""
     limiter = ctx.limiter
     outcome = await limiter.acquire(
-        prediction_windows(user.id, limits_for(ctx.settings, user)),
+        _windows_of(ctx.settings, user),
         cost=cost,
         tally=Tally(
             tally_key(user.id, limiter.clock()),
