@@ -149,6 +149,9 @@ class Worker:
             except BaseException as exc:  # an untrusted file: report it, do not die
                 raise ModelError("load", _describe(exc)) from None
 
+        model = self.cache.get(key)
+        if model is not None:  # the common case: no stat(), no closure call
+            return model
         try:
             return self.cache.get_or_load(key, load, size_hint=_file_size(path))
         except ModelError:
@@ -209,12 +212,15 @@ def _file_size(path: str) -> int:
 def serve(sock: socket.socket, worker: Worker) -> None:
     """Answer frames from ``sock`` until EOF."""
     reader = ipc.FrameReader(worker.config.max_frame_bytes, writable=True)
+    # One buffer for every read: recv(n) would allocate (and shrink) n bytes per call.
+    inbox = bytearray(RECV_SIZE)
+    view = memoryview(inbox)
     sock.sendall(ipc.encode_frame(worker.hello()))
     while True:
-        data = sock.recv(RECV_SIZE)
-        if not data:
+        size = sock.recv_into(inbox)
+        if not size:
             return
-        for header, payload in reader.feed(data):
+        for header, payload in reader.feed(view[:size]):
             sock.sendall(_answer(worker, header, payload))
 
 
