@@ -29,6 +29,11 @@ MAX_NDIM = 8
 
 _PLAIN_DTYPE = re.compile(r"[<>|=]?(b1|[iu][1248]|f[248])")
 _SCALARS = (str, int, float, bool, type(None))
+# json.dumps() builds a new encoder per call when given options; this one is built once.
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+_JSON_IN = json.JSONDecoder()
+# dtype strings already accepted by _PLAIN_DTYPE (a few dozen at most), to skip the regex
+_DTYPES: dict[str, np.dtype[Any]] = {}
 
 
 class ProtocolError(Exception):
@@ -37,18 +42,20 @@ class ProtocolError(Exception):
 
 def encode_frame(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> bytes:
     """One frame holding ``header`` plus ``arrays`` (raw bytes for numbers, JSON otherwise)."""
-    buffers: list[bytes | memoryview] = []
+    buffers: list[memoryview] = []
+    size = 0
     if arrays:
         header = {**header, "arrays": [_describe(a, buffers) for a in arrays]}
-    head = json.dumps(header, separators=(",", ":"), allow_nan=True).encode()
-    size = sum(len(b) if isinstance(b, bytes) else b.nbytes for b in buffers)
+        for buffer in buffers:
+            size += buffer.nbytes
+    head = _JSON.encode(header).encode()
     return b"".join((PREFIX.pack(len(head), size), head, *buffers))
 
 
-def _describe(array: np.ndarray, buffers: list[bytes | memoryview]) -> list[Any]:
+def _describe(array: np.ndarray, buffers: list[memoryview]) -> list[Any]:
     kind = array.dtype.kind
     shape = list(array.shape)
-    if kind in "biuf" and _PLAIN_DTYPE.fullmatch(array.dtype.str):
+    if kind in "biuf" and _plain_dtype(array.dtype.str) is not None:
         if array.size:
             buffers.append(np.ascontiguousarray(array).data.cast("B"))
         return [array.dtype.str, shape]
@@ -100,9 +107,9 @@ def _shape(value: Any) -> tuple[int, ...]:
 def _raw_array(
     dtype_str: str, shape: tuple[int, ...], payload: bytes | bytearray, offset: int
 ) -> tuple[np.ndarray, int]:
-    if not _PLAIN_DTYPE.fullmatch(dtype_str):
+    dtype = _plain_dtype(dtype_str)
+    if dtype is None:
         raise ProtocolError(f"dtype {dtype_str!r} is not accepted")
-    dtype = np.dtype(dtype_str)
     count = math.prod(shape)
     end = offset + count * dtype.itemsize
     if end > len(payload):
@@ -111,6 +118,13 @@ def _raw_array(
         return np.empty(shape, dtype=dtype), end
     flat = np.frombuffer(payload, dtype=dtype, count=count, offset=offset)
     return flat.reshape(shape), end
+
+
+def _plain_dtype(dtype_str: str) -> np.dtype[Any] | None:
+    dtype = _DTYPES.get(dtype_str)
+    if dtype is None and _PLAIN_DTYPE.fullmatch(dtype_str):
+        dtype = _DTYPES[dtype_str] = np.dtype(dtype_str)
+    return dtype
 
 
 def _json_array(kind: str, shape: tuple[int, ...], values: Any) -> np.ndarray:
@@ -179,7 +193,7 @@ class FrameReader:
 
 def _parse_header(raw: memoryview) -> dict[str, Any]:
     try:
-        header = json.loads(bytes(raw))
+        header = _JSON_IN.decode(str(raw, "utf-8"))
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):

@@ -88,6 +88,9 @@ class PoolClosed(InferenceError):
     status, title = 503, "Inference pool not running"
 
 
+# what a class label may be, as a tuple: isinstance() with a tuple beats a union per call
+_CLASS_TYPES = (str, int, float, bool)
+
 _REPLY_ERRORS: dict[str, type[InferenceError]] = {
     "load": ModelLoadFailed,
     "input": ModelInputRejected,
@@ -645,11 +648,12 @@ def _outcome(slot: _Slot, pending: _Pending, header: dict[str, Any], payload: by
             raise ipc.ProtocolError("stats reply without stats")
         return stats
     arrays = ipc.decode_arrays(header, payload)
-    if not 1 <= len(arrays) <= 2 or any(a.ndim == 0 or len(a) != pending.rows for a in arrays):
+    rows = pending.rows
+    if not 1 <= len(arrays) <= 2 or any(a.ndim == 0 or len(a) != rows for a in arrays):
         raise ipc.ProtocolError("predict reply does not match the request's rows")
     classes = header.get("classes")
     if classes is not None and not (
-        isinstance(classes, list) and all(isinstance(c, str | int | float | bool) for c in classes)
+        isinstance(classes, list) and all(isinstance(c, _CLASS_TYPES) for c in classes)
     ):
         raise ipc.ProtocolError("bad classes")
     return PredictResult(
