@@ -206,9 +206,9 @@ def _logistic_proba(scores: np.ndarray) -> np.ndarray:
         positive = expit(scores, out=scores)
         return np.stack([1 - positive, positive], axis=1)
     # sklearn.utils.extmath.softmax, operation for operation
-    scores -= np.reshape(np.max(scores, axis=1), (-1, 1))
+    scores -= scores.max(axis=1).reshape(-1, 1)
     np.exp(scores, out=scores)
-    scores /= np.reshape(np.sum(scores, axis=1), (-1, 1))
+    scores /= scores.sum(axis=1).reshape(-1, 1)
     return scores
 
 
