@@ -4,6 +4,8 @@ Drives, with the same ``wrk`` (1 thread, a Lua script that POSTs a different row
 
 - ``inferx``: ``inferx serve`` with embedded defaults (SQLite in a temp data dir), API-key auth,
   prediction logging (always on) and quotas, for a user whose limits never refuse.
+- ``inferx-redis``: the same, with a private redis-server (started here, no persistence):
+  quotas, shared state and the result cache in Redis.
 - ``naive-def`` / ``naive-async``: FastAPI that ``joblib.load``s the model and calls
   ``predict`` per request, as a ``def`` and an ``async def`` route (bench/naive_app.py).
 - ``mlserver-*``: MLServer 1.7.1 + mlserver-sklearn in its own virtualenv
@@ -31,6 +33,7 @@ import os
 import platform
 import re
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -47,6 +50,7 @@ from typing import Any
 import httpx
 import joblib
 import numpy as np
+import redis_server
 from sklearn.datasets import load_iris, make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -57,7 +61,8 @@ LUA = BENCH / "post.lua"
 MLSERVER_VENV = BENCH / ".venv-mlserver"
 MLSERVER_PINS = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0", "httptools")
 MODELS = ("lr", "rf")
-PEERS = ("inferx", "naive", "mlserver", "ceiling")
+PEERS = ("inferx", "inferx-redis", "naive", "mlserver", "ceiling")
+INFERX_CONFIGS = ("inferx", "inferx-redis")  # the rows measured against the peers
 MLSERVER_CONFIGS = ("mlserver-1proc", "mlserver-batch-pw0", "mlserver-batch-pw1")
 # Batching configurations wait up to max_batch_time for company: a lone client only pays it.
 BATCHING_CONFIGS = ("mlserver-batch-pw0", "mlserver-batch-pw1")
@@ -507,9 +512,13 @@ class InferX(Server):
     def _cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "inferx.cli", *args]
 
+    def backend_env(self) -> dict[str, str]:
+        """Settings of the services InferX runs on besides its data dir (none: embedded)."""
+        return {}
+
     def start(self) -> None:
         self.port = free_port()
-        data = self.work / "inferx-data"
+        data = self.work / f"{self.name}-data"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir()
         # Cheaper password hashing only speeds up the set-up (admin, register, logins): the
@@ -518,6 +527,7 @@ class InferX(Server):
             INFERX_DATA_DIR=str(data),
             INFERX_ARGON2_MEMORY_KIB="8192",
             INFERX_ARGON2_TIME_COST="1",
+            **self.backend_env(),
             **self.extra_env,
         )
         admin = "bench-admin@example.com"
@@ -586,7 +596,7 @@ class InferX(Server):
 
     def endpoints(self, model: str) -> list[Endpoint]:
         path = f"/api/v1/predict/{self.model_ids[model]}"
-        return [Endpoint("inferx", model, path, self.models[model].bodies, self.api_key)]
+        return [Endpoint(self.name, model, path, self.models[model].bodies, self.api_key)]
 
     def after_load(self) -> dict[str, Any]:
         text = httpx.get(self.base + "/metrics", timeout=10).text
@@ -620,7 +630,78 @@ class InferX(Server):
         )
         if r.status_code == 200:
             info["predictions_logged"] = r.json().get("total")
+        health = httpx.get(self.base + "/health", timeout=10)
+        if health.status_code == 200:
+            body = health.json()
+            quotas = body.get("quotas") or {}
+            info["shared_state"] = body.get("mode", {}).get("shared_state")
+            # Quota checks that fell back to the in-process limiter (Redis slow or down).
+            info["quota_backend"] = quotas.get("backend")
+            info["quota_fallback_calls"] = quotas.get("fallback_calls")
         return info
+
+
+class InferXRedis(InferX):
+    """InferX as ``inferx``, with a private redis-server (loopback, no persistence) for its
+    quotas, shared state and result cache: started before InferX and killed after it."""
+
+    name = "inferx-redis"
+    configs = ("inferx-redis",)
+
+    def __init__(
+        self, work: Path, models: dict[str, ModelFiles], extra_env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(work, models, extra_env)
+        self.redis: SpawnedRedis | None = None
+        self.redis_prefix = ""
+
+    def start(self) -> None:
+        self.redis = SpawnedRedis(self.work)
+        self.redis.start()
+        self.redis_prefix = f"bench-{secrets.token_hex(4)}:"  # fresh per start, so per run
+        super().start()
+
+    def backend_env(self) -> dict[str, str]:
+        assert self.redis is not None
+        return {"INFERX_REDIS_URL": self.redis.url, "INFERX_REDIS_PREFIX": self.redis_prefix}
+
+    def stop(self) -> None:
+        super().stop()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    def cpu_s(self) -> float:
+        """InferX's process tree and Redis: both work for every request."""
+        redis_s = tree_cpu_s(self.redis.proc.pid) if self.redis and self.redis.proc else 0.0
+        return super().cpu_s() + redis_s
+
+    def after_load(self) -> dict[str, Any]:
+        info = super().after_load()
+        assert self.redis is not None
+        with self.redis.client() as client:
+            commands = int(client.info("stats")["total_commands_processed"])
+            match = f"{self.redis_prefix}rc:*"  # RedisResultCache's keys
+            info["redis_result_cache_keys"] = sum(1 for _ in client.scan_iter(match, 1000))
+        lookups = info["result_cache_hits"] + info["result_cache_misses"]
+        # Set-up and this report included: a little above the per-prediction cost.
+        info["redis_commands_per_prediction"] = round(commands / lookups, 1) if lookups else None
+        return info
+
+
+class SpawnedRedis(redis_server.RedisServer):
+    """The shared bench redis-server, started and killed like every other process here."""
+
+    def launch(self, cmd: list[str]) -> subprocess.Popen[bytes]:
+        proc: subprocess.Popen[bytes] = spawn(
+            cmd, env=_clean_env(), log_path=self.workdir / "redis.log"
+        )
+        return proc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill(self.proc)
+            self.proc = None
 
 
 # -- load generation -------------------------------------------------------------------------
@@ -823,6 +904,13 @@ def build_servers(
     servers: list[Server] = []
     if "inferx" in plan.peers:
         servers.append(InferX(work, models))
+    if "inferx-redis" in plan.peers:
+        if redis_server.installed() is None:
+            why = "redis-server is not installed (Debian package redis-server)"
+            skipped["inferx-redis"] = why
+            log(f"SKIPPING inferx-redis: {why}")
+        else:
+            servers.append(InferXRedis(work, models))
     if "naive" in plan.peers:
         servers.append(Naive(work, models))
     if "mlserver" in plan.peers:
@@ -984,7 +1072,7 @@ def summarise(points: list[Point]) -> list[Row]:
                     Row(**{**asdict(best), "config": "mlserver-best", "best_of": best.config})
                 )
     order = [
-        "inferx",
+        *INFERX_CONFIGS,
         "naive-def",
         "naive-async",
         "mlserver-best",
@@ -1002,9 +1090,9 @@ def ratios(rows: list[Row]) -> list[dict[str, Any]]:
     index = {(r.config, r.model, r.conns): r for r in rows}
     out = []
     for r in rows:
-        if r.config != "inferx":
+        if r.config not in INFERX_CONFIGS:
             continue
-        entry: dict[str, Any] = {"model": r.model, "conns": r.conns}
+        entry: dict[str, Any] = {"config": r.config, "model": r.model, "conns": r.conns}
         for peer in RATIO_PEERS:
             other = index.get((peer, r.model, r.conns)) or next(
                 (o for o in rows if o.config == peer == CEILING and o.conns == r.conns), None
@@ -1019,28 +1107,33 @@ def ratios(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
+TARGETS = (  # issue 4: name, model, conns, peer, metric, bound
+    ("rf c=64 req/s vs MLServer best", "rf", 64, "mlserver-best", "rps", 1.5),
+    ("rf c=64 req/s vs naive async def", "rf", 64, "naive-async", "rps", 5.0),
+    ("lr c=64 req/s vs MLServer best", "lr", 64, "mlserver-best", "rps", 1.2),
+    ("rf c=1 p50 vs naive async def", "rf", 1, "naive-async", "p50_ms", 1.1),
+    ("lr c=1 p50 vs naive async def", "lr", 1, "naive-async", "p50_ms", 1.1),
+)
+
+
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
+    """Each target for each InferX config that ran (``inferx`` alone when none did)."""
     index = {(r.config, r.model, r.conns): r for r in rows}
-
-    def check(name: str, model: str, conns: int, peer: str, metric: str, bound: float) -> dict:
-        mine, other = index.get(("inferx", model, conns)), index.get((peer, model, conns))
-        value = None
-        if mine and other:
-            a, b = getattr(mine, metric), getattr(other, metric)
-            value = round(a / b, 2) if a is not None and b else None
-        met = None
-        if value is not None:
-            met = value >= bound if metric == "rps" else value <= bound
-        want = f">= {bound}x" if metric == "rps" else f"<= {bound}x"
-        return {"target": name, "ratio": value, "want": want, "met": met}
-
-    return [
-        check("rf c=64 req/s vs MLServer best", "rf", 64, "mlserver-best", "rps", 1.5),
-        check("rf c=64 req/s vs naive async def", "rf", 64, "naive-async", "rps", 5.0),
-        check("lr c=64 req/s vs MLServer best", "lr", 64, "mlserver-best", "rps", 1.2),
-        check("rf c=1 p50 vs naive async def", "rf", 1, "naive-async", "p50_ms", 1.1),
-        check("lr c=1 p50 vs naive async def", "lr", 1, "naive-async", "p50_ms", 1.1),
-    ]
+    configs = [c for c in INFERX_CONFIGS if any(r.config == c for r in rows)] or ["inferx"]
+    out = []
+    for name, model, conns, peer, metric, bound in TARGETS:
+        for config in configs:
+            mine, other = index.get((config, model, conns)), index.get((peer, model, conns))
+            value = None
+            if mine and other:
+                a, b = getattr(mine, metric), getattr(other, metric)
+                value = round(a / b, 2) if a is not None and b else None
+            met = None
+            if value is not None:
+                met = value >= bound if metric == "rps" else value <= bound
+            want = f">= {bound}x" if metric == "rps" else f"<= {bound}x"
+            out.append({"target": name, "config": config, "ratio": value, "want": want, "met": met})
+    return out
 
 
 def render(report: dict[str, Any]) -> str:
@@ -1070,25 +1163,46 @@ def render(report: dict[str, Any]) -> str:
         "",
         "InferX relative to each peer (requests/s ratio; p50 ratio, lower is better):",
         "",
-        "| model | conns | " + " | ".join(f"× {p} req/s | p50 ÷ {p}" for p in RATIO_PEERS) + " |",
-        "|---|---:|" + "---:|" * (2 * len(RATIO_PEERS)),
+        "| config | model | conns | "
+        + " | ".join(f"× {p} req/s | p50 ÷ {p}" for p in RATIO_PEERS)
+        + " |",
+        "|---|---|---:|" + "---:|" * (2 * len(RATIO_PEERS)),
     ]
     for e in report["ratios"]:
         cells = " | ".join(
             f"{_cell(e[f'rps_vs_{p}'])} | {_cell(e[f'p50_vs_{p}'])}" for p in RATIO_PEERS
         )
-        lines.append(f"| {e['model']} | {e['conns']} | {cells} |")
-    lines += ["", "Targets (issue 4):", "", "| target | ratio | want | met |", "|---|---:|---|---|"]
-    for t in report["targets"]:
-        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        lines.append(f"| {t['target']} | {_cell(t['ratio'])} | {t['want']} | {met} |")
-    lines.append("")
+        lines.append(f"| {e['config']} | {e['model']} | {e['conns']} | {cells} |")
+    lines += ["", "Targets (issue 4):", "", *render_targets(report["targets"]), ""]
     for name, infos in report["extras"].items():
         for info in infos:
             lines.append(f"- {name} round {info.pop('round', '?')}: {json.dumps(info)}")
     for name, why in report["skipped"].items():
         lines.append(f"- SKIPPED {name}: {why}")
     return "\n".join(lines) + "\n"
+
+
+def render_targets(targets: list[dict[str, Any]]) -> list[str]:
+    """One row per target, a ratio and a verdict column per InferX config."""
+    configs = list(dict.fromkeys(t["config"] for t in targets))
+    by_target: dict[str, dict[str, Any]] = {}
+    for t in targets:
+        by_target.setdefault(t["target"], {"want": t["want"]})[t["config"]] = t
+    lines = [
+        "| target | want | " + " | ".join(f"{c} ratio | {c} met" for c in configs) + " |",
+        "|---|---|" + "---:|---|" * len(configs),
+    ]
+    for name, cells in by_target.items():
+        row = " | ".join(
+            f"{_cell(cells[c]['ratio'])} | {_met(cells[c]['met'])}" if c in cells else "- | -"
+            for c in configs
+        )
+        lines.append(f"| {name} | {cells['want']} | {row} |")
+    return lines
+
+
+def _met(met: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "n/a"}[met]
 
 
 def _cell(v: float | None, digits: int = 2) -> str:

@@ -17,7 +17,6 @@ import json
 import os
 import pickle
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-import redis
+from redis_server import RedisServer, free_port, installed
 
 PASSWORD = "bench password 1"
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -37,54 +36,6 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 def note(message: str) -> None:
     """Progress on stderr, so a stuck phase shows where it is."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-        self.proc = subprocess.Popen(
-            ["redis-server", *args, "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = self.client()
-        for _ in range(200):
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=0.2, socket_connect_timeout=0.2)
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-        if sig == signal.SIGKILL:
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 @dataclass
@@ -289,6 +240,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--redis-timeout", type=float, default=0.25)
     args = parser.parse_args()
+    if installed() is None:
+        sys.exit("redis-server is not installed (Debian package redis-server)")
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
