@@ -58,6 +58,20 @@ def test_strings_and_objects_travel_as_json() -> None:
     assert o.dtype == object and o.tolist() == ["a", 1, 2.5, None, True, 7]
 
 
+def test_headers_mean_what_the_standard_json_encoder_would_write() -> None:
+    # orjson encodes the common headers; what it would refuse or turn into null (NaN,
+    # infinities, integers past 64 bits, numpy scalars) must come through as before.
+    values = np.array([float("nan"), float("inf"), 2**70, "é\ud800", None, 1.1], dtype=object)
+    header = {"id": 3, "ms": float("-inf"), "classes": [2**65, np.float64(0.5), "ünï"]}
+    head, [back] = roundtrip(header, [values])
+    assert head["ms"] == float("-inf")
+    assert head["classes"] == [2**65, 0.5, "ünï"] and type(head["classes"][0]) is int
+    assert back[0] != back[0] and back[1] == float("inf") and back[2] == 2**70
+    assert back[3:].tolist() == ["é\ud800", None, 1.1]
+    plain, _ = roundtrip({"id": 4, "key": "ünï", "ok": True, "ms": 0.125}, [])
+    assert plain == {"id": 4, "key": "ünï", "ok": True, "ms": 0.125}
+
+
 def test_unsupported_dtypes_are_refused_at_encode() -> None:
     with pytest.raises(TypeError):
         encode_frame({}, [np.array([1 + 2j])])

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 PREFIX = struct.Struct("<II")
 DEFAULT_MAX_FRAME = 64 << 20
@@ -29,7 +30,7 @@ MAX_NDIM = 8
 
 _PLAIN_DTYPE = re.compile(r"[<>|=]?(b1|[iu][1248]|f[248])")
 _SCALARS = (str, int, float, bool, type(None))
-# json.dumps() builds a new encoder per call when given options; this one is built once.
+# The fallback encoder for what orjson refuses or would change (see _dumps), built once.
 _JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
 _JSON_IN = json.JSONDecoder()
 # dtype strings already accepted by _PLAIN_DTYPE (a few dozen at most), to skip the regex
@@ -48,8 +49,19 @@ def encode_frame(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> b
         header = {**header, "arrays": [_describe(a, buffers) for a in arrays]}
         for buffer in buffers:
             size += buffer.nbytes
-    head = _JSON.encode(header).encode()
+    head = _dumps(header)
     return b"".join((PREFIX.pack(len(head), size), head, *buffers))
+
+
+def _dumps(header: dict[str, Any]) -> bytes:
+    """``header`` as JSON: orjson's bytes when they mean what the stdlib's would, else those."""
+    try:
+        head = orjson.dumps(header)
+    except TypeError:  # integers past 64 bits, numpy scalars, lone surrogates, non-str keys
+        return _JSON.encode(header).encode()
+    if b"null" in head:  # orjson writes NaN and infinities as null; the stdlib keeps them
+        return _JSON.encode(header).encode()
+    return head
 
 
 def _describe(array: np.ndarray, buffers: list[memoryview]) -> list[Any]:
