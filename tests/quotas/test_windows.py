@@ -7,6 +7,7 @@ import math
 import uuid
 
 import pytest
+from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from inferx.quotas.limiter import Limiter
@@ -132,3 +133,24 @@ async def test_redis_down_fails_open_with_a_shared_limit_then_comes_back(clock, 
     assert not lim.degraded and outcome.states[0].used == 1  # counted by Redis, not memory
     assert [e["event"] for e in logs] == ["quotas.redis_recovered"]
     await lim.close()
+
+
+async def test_concurrent_checks_admit_exactly_the_limit(limiter):
+    """Checks made together (one Redis pipeline) stay atomic one by one."""
+    outcomes = await asyncio.gather(*(limiter.acquire((minute(10), day(12))) for _ in range(30)))
+    assert sum(o.allowed for o in outcomes) == 10
+    assert sorted(o.states[0].used for o in outcomes if o.allowed) == list(range(1, 11))
+    assert all(o.refused and o.refused.name == "burst" for o in outcomes if not o.allowed)
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again(shared_private_redis, clock):
+    lim = Limiter(shared_private_redis.url, prefix=f"wtest:{uuid.uuid4().hex[:8]}:", clock=clock)
+    try:
+        assert (await lim.acquire((minute(5),))).allowed
+        admin = Redis.from_url(shared_private_redis.url)
+        await admin.script_flush()
+        await admin.aclose()
+        outcome = await lim.acquire((minute(5),))
+        assert outcome.allowed and outcome.states[0].used == 2 and not lim.degraded
+    finally:
+        await lim.close()

@@ -6,6 +6,7 @@ always happens before a lookup, so a hit never crosses tenants.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -13,8 +14,11 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 import structlog
 from redis.asyncio import Redis
+
+from inferx.kit.coalesce import Coalescer
 
 log = structlog.get_logger("inferx.inference")
 
@@ -62,35 +66,66 @@ class MemoryResultCache:
 
 
 class RedisResultCache:
-    """A Redis failure is a cache miss, never an error for the caller."""
+    """A Redis failure is a cache miss, never an error for the caller. Lookups made in the
+    same loop tick share one MGET; stores are written behind, pipelined, off the request, and
+    answer lookups in this process until they are in Redis."""
 
     def __init__(self, redis: Redis, prefix: str, ttl_s: float) -> None:
         self._redis = redis
         self._prefix = f"{prefix}rc:"
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._down_until = 0.0
+        self._lookups: Coalescer[str, bytes | str | None] = Coalescer(self._mget)
+        self._writes: list[tuple[str, bytes]] = []
+        self._unwritten: dict[str, bytes] = {}
+        self._writing: set[asyncio.Task[None]] = set()
 
     async def get(self, version_id: str, digest: str) -> dict[str, Any] | None:
         if time.monotonic() < self._down_until:
             return None
+        key = f"{self._prefix}{version_id}:{digest}"
         try:
-            raw = await self._redis.get(f"{self._prefix}{version_id}:{digest}")
+            raw = self._unwritten.get(key) or await self._lookups(key)
         except Exception as exc:
             self._down(exc)
             return None
-        return None if raw is None else dict(json.loads(raw))
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def _mget(self, keys: list[str]) -> list[bytes | str | None]:
+        return list(await self._redis.mget(keys))
 
     async def put(self, version_id: str, digest: str, value: dict[str, Any]) -> None:
         if time.monotonic() < self._down_until:
             return
+        key, raw = f"{self._prefix}{version_id}:{digest}", orjson.dumps(value)
+        self._writes.append((key, raw))
+        self._unwritten[key] = raw
+        if len(self._writes) == 1:
+            asyncio.get_running_loop().call_soon(self._write_behind)
+
+    def _write_behind(self) -> None:
+        batch, self._writes = self._writes, []
+        task = asyncio.get_running_loop().create_task(self._write(batch))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+
+    async def _write(self, batch: list[tuple[str, bytes]]) -> None:
         try:
-            await self._redis.set(
-                f"{self._prefix}{version_id}:{digest}", json.dumps(value), px=self._ttl_ms
-            )
+            pipe = self._redis.pipeline(transaction=False)
+            for key, value in batch:
+                pipe.set(key, value, px=self._ttl_ms)
+            await pipe.execute()
         except Exception as exc:
             self._down(exc)
+        finally:
+            for key, _ in batch:
+                self._unwritten.pop(key, None)
 
     async def invalidate(self, version_id: str) -> None:
+        mine = f"{self._prefix}{version_id}:"
+        self._writes = [(k, v) for k, v in self._writes if not k.startswith(mine)]
+        for key in [k for k in self._unwritten if k.startswith(mine)]:
+            del self._unwritten[key]
         try:
             keys = [
                 k

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from inferx.kit.coalesce import Coalescer
 
 PUSH_CHUNK = 5000  # Lua's unpack() has a stack limit; push large costs in slices
 
@@ -316,13 +319,29 @@ def _float(value: Any) -> float | None:
 
 
 class RedisWindows:
-    """The same windows shared by every replica; each call is one round trip."""
+    """The same windows shared by every replica. Quota checks made in the same loop tick go
+    to Redis as one pipeline of script calls (one round trip), each still atomic."""
 
     def __init__(self, client: Redis, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
-        self._acquire = client.register_script(ACQUIRE)
         self._acquire_weighted = client.register_script(ACQUIRE_WEIGHTED)
+        self._acquire_sha = client.register_script(ACQUIRE).sha  # sent as EVALSHA
+        self._acquire_many: Coalescer[tuple[list[str], list[Any]], Any] = Coalescer(
+            self._run_acquires
+        )
+
+    async def _run_acquires(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self._acquire_sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                await self._client.script_load(ACQUIRE)  # a restarted or flushed Redis
+                continue
+            break
+        return results
 
     async def acquire(
         self, windows: tuple[Window, ...], cost: int, now: float, tally: Tally | None = None
@@ -334,7 +353,7 @@ class RedisWindows:
         if tally is not None:
             keys.append(self._prefix + tally.key)
             args += [tally.field, tally.ttl_s]
-        raw = await self._acquire(keys=keys, args=args)
+        raw = await self._acquire_many((keys, args))
         found: list[tuple[int, float | None, float | None]] = []
         for i, w in enumerate(windows):
             used, oldest, blocker = raw[1 + 3 * i : 4 + 3 * i]
