@@ -176,6 +176,7 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
             redis, settings.redis_prefix, settings.result_cache_ttl_s, settings.result_cache_items
         ),
         metrics.inference,
+        solo=lambda: metrics.requests_in_flight <= 1,
     )
     return AppContext(
         settings=settings,

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     predict_timeout_s: float = Field(10.0, gt=0, le=600)
     predict_max_rows: int = Field(1000, ge=1, le=100_000)
     batch_max_rows: int = Field(64, ge=1, le=100_000)
+    batch_max_in_flight: int = Field(1, ge=1, le=64)
+    inference_poll_us: int = Field(1000, ge=0, le=100_000)
     result_cache_ttl_s: float = Field(300.0, ge=0)
     result_cache_items: int = Field(10_000, ge=1)
     auth_cache_ttl_s: float = Field(5.0, ge=0, le=60)

@@ -36,6 +36,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.requests_in_flight = 0  # kept by the middleware; the pool asks it (poll_s)
+        Gauge(
+            "inferx_http_requests_in_flight",
+            "HTTP requests being served.",
+            registry=self.registry,
+        ).set_function(lambda: self.requests_in_flight)
+
         self.inference = InferenceMetrics(self.registry)
 
     def render(self) -> bytes:

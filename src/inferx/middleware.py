@@ -85,6 +85,7 @@ class RequestContextMiddleware:
 
         limit = self.body_limit(path)
         declared = _content_length(scope)
+        self.metrics.requests_in_flight += 1
         try:
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
@@ -110,6 +111,7 @@ class RequestContextMiddleware:
                     rid_header,
                 )
         finally:
+            self.metrics.requests_in_flight -= 1
             self._record(scope, status, start)
 
     def _record(self, scope: Scope, status: int, start: float) -> None:

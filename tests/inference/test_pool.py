@@ -296,3 +296,24 @@ async def test_a_success_resets_the_strike_count(make_pool: PoolFactory, tmp_pat
         await predict(pool, "v", flaky)  # one strike again, not two
     tm.write(tmp_path, "crash", tm.SumModel())
     await predict(pool, "v", flaky)
+
+
+async def test_a_lone_request_polls_for_its_answer(make_pool: PoolFactory, tmp_path: Path) -> None:
+    """With poll_s, a lone request is answered before submit returns; a slow model falls back
+    to the loop after poll_s and still times out; concurrent requests never poll."""
+    solo = [True]
+    pool = await make_pool(poll_s=0.5, solo=lambda: solo[0])
+    fast = tm.write(tmp_path, "sum", tm.SumModel())
+    await predict(pool, "v-poll", fast)  # loads the model
+    future = pool.submit("v-poll", fast, "test", X, False, 10.0)
+    assert future.done() and future.result().prediction.tolist() == X.sum(axis=1).tolist()
+    hang = tm.write(tmp_path, "hang", tm.SleepModel(60))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(PredictTimeout):
+        await predict(pool, "v-hang", hang, timeout_s=1.0)
+    assert 0.9 < loop.time() - started < 5
+    solo[0] = False
+    future = pool.submit("v-poll", fast, "test", X, False, 10.0)
+    assert not future.done()
+    assert (await future).prediction.tolist() == X.sum(axis=1).tolist()

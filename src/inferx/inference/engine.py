@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,9 @@ class Engine:
         storage: ModelStorage,
         results: ResultCache,
         metrics: InferenceMetrics,
+        solo: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``solo()``: is one request all the server is doing (see ``PoolConfig.poll_s``)?"""
         self.settings = settings
         self.storage = storage
         self.results = results
@@ -66,11 +69,16 @@ class Engine:
                 ),
                 # Importing scikit-learn takes seconds: pay it at start, not on the first request.
                 preload=PRELOAD,
+                poll_s=settings.inference_poll_us / 1e6,
+                solo=solo,
             )
         )
         self.batcher = Batcher(
             self.pool,
-            BatchConfig(max_batch_rows=settings.batch_max_rows),
+            BatchConfig(
+                max_batch_rows=settings.batch_max_rows,
+                max_in_flight_per_key=settings.batch_max_in_flight,
+            ),
             on_call=metrics.batch_rows.observe,
         )
         self._started: asyncio.Task[None] | None = None

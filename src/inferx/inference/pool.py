@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +127,11 @@ class PoolConfig:
     quarantine_after: int = 3
     quarantine_s: float = 30.0
     python: str = sys.executable
+    # A lone request (``solo()`` true) polls its worker's socket up to this long for the answer
+    # instead of going back to the event loop to sleep: at low load that saves a sleep and a
+    # wake-up per prediction (~15% of a small model's latency here); 0 turns it off.
+    poll_s: float = 0.0
+    solo: Callable[[], bool] = lambda: False
 
 
 @dataclass(slots=True)
@@ -201,6 +207,12 @@ class _Channel:
         del self._outbox[:sent]
         if not self._outbox:
             self._loop.remove_writer(self._fd)
+
+    def poll(self, future: asyncio.Future[Any], seconds: float) -> None:
+        """Read replies without the loop until ``future`` is answered or ``seconds`` pass."""
+        deadline = time.perf_counter() + seconds
+        while not future.done() and not self.closed and time.perf_counter() < deadline:
+            self._readable()
 
     def _readable(self) -> None:
         try:
@@ -446,6 +458,8 @@ class InferencePool:
         timer = loop.call_at(loop.time() + timeout_s, self._expired, slot, request_id)
         slot.pending[request_id] = _Pending(future, timer, op, rows, key, timeout_s)
         slot.channel.send(frame)
+        if self.config.poll_s and len(slot.pending) == 1 and self.config.solo():
+            slot.channel.poll(future, self.config.poll_s)
         return future
 
     def _expired(self, slot: _Slot, request_id: int) -> None:

@@ -7,11 +7,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Select, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from inferx.analytics.histogram import bucket_of
 from inferx.tables import Model, Prediction
@@ -77,7 +78,10 @@ async def write_log(session: AsyncSession, entries: list[dict[str, Any]]) -> Non
         insert, upsert_rollups, upsert_buckets = _SQLITE
         rows = _sqlite_rows(entries, dumps)
         key = _hex
-    await conn.exec_driver_sql(insert, rows)
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(insert, rows)
+    else:
+        await _insert_sqlite(conn, insert, rows)
     rollups, buckets = _rollups(entries)
     if rollups:
         # Sorted, so that two replicas flushing at once lock the same rows in the same order.
@@ -89,6 +93,21 @@ async def write_log(session: AsyncSession, entries: list[dict[str, Any]]) -> Non
             upsert_buckets,
             [(key(m), v, d.isoformat(), b, n) for (m, v, d, b), n in sorted(buckets.items())],
         )
+
+
+# Rows per multi-row INSERT on SQLite: within its 32,766 bound variables.
+SQLITE_ROWS_PER_INSERT = 32_766 // len(COLUMNS)
+
+
+async def _insert_sqlite(conn: AsyncConnection, insert: str, rows: list[tuple[Any, ...]]) -> None:
+    """Multi-row INSERTs rather than executemany: the sqlite3 module releases and takes back the
+    GIL around every statement step, so a row per step made the log's thread take the GIL from
+    the event loop thousands of times a second; one step per statement makes it a few."""
+    head, _, marks = insert.partition(" VALUES ")
+    for start in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
+        chunk = rows[start : start + SQLITE_ROWS_PER_INSERT]
+        sql = f"{head} VALUES {', '.join([marks] * len(chunk))}"
+        await conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
 
 
 def _pg_rows(entries: list[dict[str, Any]], dumps: Callable[[Any], str]) -> list[tuple[Any, ...]]:
