@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 SECRET_FIELDS = frozenset(
@@ -67,7 +67,7 @@ def access(fields: dict[str, Any]) -> None:
         level="info",
         timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     )
-    sys.stdout.write(json.dumps(event, default=str) + "\n")
+    sys.stdout.write(orjson.dumps(event, default=str).decode() + "\n")
     _flush_soon()
 
 

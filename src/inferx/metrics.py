@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -75,6 +77,7 @@ class InferenceMetrics:
             ["outcome"],
             registry=registry,
         )
+        self._prediction_counters: dict[tuple[object, int, str], Any] = {}
         self.log_dropped = Counter(
             "inferx_prediction_log_dropped_total",
             "Prediction log entries dropped because the buffer was full.",
@@ -98,3 +101,12 @@ class InferenceMetrics:
             ["worker"],
             registry=registry,
         )
+
+    def count_prediction(self, model_id: object, version: int, status: str) -> None:
+        """``predictions`` for one (model, version, status), its labelled child kept at hand."""
+        key = (model_id, version, status)
+        counter = self._prediction_counters.get(key)
+        if counter is None:
+            counter = self.predictions.labels(str(model_id), str(version), status)
+            self._prediction_counters[key] = counter
+        counter.inc()

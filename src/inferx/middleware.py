@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferx.errors import problem_body
+from inferx.kit.ids import uuid4
 from inferx.logging import access as access_log
 from inferx.metrics import Metrics
 
@@ -144,7 +144,7 @@ def _request_id(scope: Scope) -> str:
             if REQUEST_ID_RE.match(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return uuid4().hex
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -19,6 +19,7 @@ from inferx.inference.engine import Outcome
 from inferx.inference.inputs import to_array
 from inferx.inference.schemas import PredictionRead
 from inferx.inference.targets import Target
+from inferx.kit.ids import uuid4
 from inferx.kit.time import utcnow
 from inferx.tables import Prediction
 
@@ -107,13 +108,11 @@ def _record(
     outcome: Outcome | None = None,
 ) -> None:
     status = "success" if status_code < 400 else "error"
-    ctx.metrics.inference.predictions.labels(
-        str(target.model_id), str(target.version), status
-    ).inc()
+    ctx.metrics.inference.count_prediction(target.model_id, target.version, status)
     keep = ctx.settings.log_prediction_payloads
     ctx.prediction_log.record(
         {
-            "id": uuid.uuid4(),
+            "id": uuid4(),
             "created_at": utcnow(),
             "model_id": target.model_id,
             "model_version_id": target.model_version_id,
