@@ -4,7 +4,7 @@ version selection happens; cached briefly per process, invalidated by registry e
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,10 +31,10 @@ class Target:
     sha256: str
     input_schema: dict[str, Any] | None
     details: dict[str, Any]
+    key: str = field(init=False)  # the version id as text: names the version to caches, workers
 
-    @property
-    def key(self) -> str:
-        return str(self.model_version_id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", str(self.model_version_id))
 
     @property
     def has_proba(self) -> bool:
