@@ -327,20 +327,25 @@ class RedisWindows:
         self._prefix = prefix
         self._acquire_weighted = client.register_script(ACQUIRE_WEIGHTED)
         self._acquire_sha = client.register_script(ACQUIRE).sha  # sent as EVALSHA
+        self._loaded = False
         self._acquire_many: Coalescer[tuple[list[str], list[Any]], Any] = Coalescer(
             self._run_acquires
         )
 
     async def _run_acquires(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        for attempt in (1, 2):
+        for _ in range(2):
             pipe = self._client.pipeline(transaction=False)
+            load = not self._loaded  # first use, or Redis lost its scripts: load in the same trip
+            if load:
+                pipe.script_load(ACQUIRE)
             for keys, args in calls:
                 pipe.evalsha(self._acquire_sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
-                await self._client.script_load(ACQUIRE)  # a restarted or flushed Redis
-                continue
-            break
+            if load:
+                results = results[1:]
+            self._loaded = not any(isinstance(r, NoScriptError) for r in results)
+            if self._loaded:
+                break
         return results
 
     async def acquire(
