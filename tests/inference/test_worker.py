@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import inferx_testmodels as tm
 import numpy as np
 import pytest
 
-from inferx.inference.worker import Worker, WorkerConfig, resolve_loader
+from inferx.inference.worker import Worker, WorkerConfig, _linger_s, _receive, resolve_loader
 
 X = np.arange(6, dtype=np.float64).reshape(3, 2)
 
@@ -74,3 +77,29 @@ def test_evict_and_stats(worker: Worker, tmp_path: Path) -> None:
 def test_loader_spec_must_name_a_function() -> None:
     with pytest.raises(ValueError):
         resolve_loader("inferx.inference.runtimes")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, 0.0), (0, 0.0), (-5, 0.0), ("100", 0.0), (True, 0.0), (250, 0.00025), (10**9, 0.1)],
+)
+def test_linger_comes_from_the_request_and_is_bounded(value, seconds):
+    header = {} if value is None else {"linger_us": value}
+    assert _linger_s(header) == pytest.approx(seconds)
+
+
+def test_receive_polls_then_blocks():
+    a, b = socket.socketpair()
+    inbox = bytearray(64)
+    try:
+        a.send(b"early")
+        assert _receive(b, inbox, 0.05) == 5 and bytes(inbox[:5]) == b"early"
+        started = time.perf_counter()
+        timer = threading.Timer(0.15, lambda: a.send(b"late"))
+        timer.start()
+        assert _receive(b, inbox, 0.01) == 4  # polled 10 ms, then waited in recv
+        assert time.perf_counter() - started >= 0.14
+        timer.join()
+    finally:
+        a.close()
+        b.close()

@@ -449,6 +449,9 @@ class InferencePool:
         assert self._loop is not None and slot.channel is not None
         request_id = next(slot.ids)
         header["id"] = request_id
+        solo = bool(self.config.poll_s) and not slot.pending and self.config.solo()
+        if solo:  # a lone client: the worker polls for its next request as long as we poll
+            header["linger_us"] = round(self.config.poll_s * 1e6)
         frame = ipc.encode_frame(header, arrays)
         head_len, _ = ipc.PREFIX.unpack_from(frame)
         if len(frame) > self.config.max_frame_bytes or head_len > ipc.MAX_HEADER:
@@ -458,7 +461,7 @@ class InferencePool:
         timer = loop.call_at(loop.time() + timeout_s, self._expired, slot, request_id)
         slot.pending[request_id] = _Pending(future, timer, op, rows, key, timeout_s)
         slot.channel.send(frame)
-        if self.config.poll_s and len(slot.pending) == 1 and self.config.solo():
+        if solo:
             slot.channel.poll(future, self.config.poll_s)
         return future
 

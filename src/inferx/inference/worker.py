@@ -216,12 +216,37 @@ def serve(sock: socket.socket, worker: Worker) -> None:
     inbox = bytearray(RECV_SIZE)
     view = memoryview(inbox)
     sock.sendall(ipc.encode_frame(worker.hello()))
+    linger_s = 0.0
     while True:
-        size = sock.recv_into(inbox)
+        size = _receive(sock, inbox, linger_s)
         if not size:
             return
         for header, payload in reader.feed(view[:size]):
             sock.sendall(_answer(worker, header, payload))
+            linger_s = _linger_s(header)
+
+
+MAX_LINGER_S = 0.1
+
+
+def _linger_s(header: dict[str, Any]) -> float:
+    """How long to poll for the next request after this one (the API asks, for a lone client:
+    its next request then finds this process awake)."""
+    value = header.get("linger_us", 0)
+    if type(value) is not int or value <= 0:
+        return 0.0
+    return min(value / 1e6, MAX_LINGER_S)
+
+
+def _receive(sock: socket.socket, inbox: bytearray, linger_s: float) -> int:
+    if linger_s:
+        deadline = time.perf_counter() + linger_s
+        while time.perf_counter() < deadline:
+            try:
+                return sock.recv_into(inbox, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+    return sock.recv_into(inbox)
 
 
 def _answer(worker: Worker, header: dict[str, Any], payload: bytes | bytearray) -> bytes:
