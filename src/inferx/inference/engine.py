@@ -59,6 +59,8 @@ class Engine:
         self.storage = storage
         self.results = results
         self.metrics = metrics
+        self._cache_hits = metrics.result_cache.labels("hit")
+        self._cache_misses = metrics.result_cache.labels("miss")
         self.pool = InferencePool(
             PoolConfig(
                 workers=settings.inference_workers,
@@ -91,6 +93,10 @@ class Engine:
             self._started = asyncio.create_task(self.pool.start(), name="inference-pool-start")
 
     async def ready(self) -> None:
+        started = self._started
+        if started is not None and started.done() and not started.cancelled():
+            started.result()  # raises if the pool failed to start
+            return
         self.start_in_background()
         assert self._started is not None
         await asyncio.shield(self._started)
@@ -107,7 +113,7 @@ class Engine:
         digest = input_digest(X, want_proba) if cacheable else ""
         if cacheable:
             hit = await self.results.get(target.key, digest)
-            self.metrics.result_cache.labels("hit" if hit else "miss").inc()
+            (self._cache_hits if hit else self._cache_misses).inc()
             if hit is not None:
                 return Outcome(hit["prediction"], hit["probabilities"], hit["classes"], True, 0.0)
         await self.ready()
