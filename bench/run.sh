@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prediction load benchmark in one command (see bench/README.md):
-#   bench/run.sh            full run: 2 rounds, 10 s per point (about 12 minutes)
-#   bench/run.sh --quick    one round, 3 s per point (about 4 minutes), for iteration
+#   bench/run.sh            full run: 2 rounds, 10 s per point (about 15 minutes)
+#   bench/run.sh --quick    one round, 3 s per point (about 4.5 minutes), for iteration
 # Other flags go to bench/predict_load.py (--help lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
