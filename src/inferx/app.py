@@ -176,7 +176,7 @@ async def _build_context(settings: Settings, metrics: Metrics) -> AppContext:
             redis, settings.redis_prefix, settings.result_cache_ttl_s, settings.result_cache_items
         ),
         metrics.inference,
-        solo=lambda: metrics.requests_in_flight <= 1,
+        solo=lambda: metrics.requests_in_flight == 1,  # batch jobs (none in flight) never poll
     )
     return AppContext(
         settings=settings,
