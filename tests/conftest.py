@@ -189,6 +189,19 @@ class Api:
         assert r.status_code == 201, r.text
         return dict(r.json())
 
+    async def upload(
+        self, headers: dict[str, str], path: Path, name: str = "iris", **fields: str
+    ) -> dict[str, Any]:
+        """Upload a model file; returns the created model."""
+        r = await self.client.post(
+            "/api/v1/models/upload",
+            files={"file": (path.name, path.read_bytes())},
+            data={"name": name, **fields},
+            headers=headers,
+        )
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
 
 @pytest.fixture
 async def make_api(

@@ -10,22 +10,15 @@ from sklearn.datasets import load_iris
 
 from inferx.inference import direct as direct_module
 
-UPLOAD = "/api/v1/models/upload"
 ROW = load_iris().data[0].tolist()
 
 
 @pytest.fixture
 async def iris(api, model_files):
     headers = await api.user("direct@example.com")
-    r = await api.client.post(
-        UPLOAD,
-        files={"file": ("iris.pkl", model_files["iris.pkl"].read_bytes())},
-        data={"name": "iris"},
-        headers=headers,
-    )
-    assert r.status_code == 201, r.text
+    model = await api.upload(headers, model_files["iris.pkl"])
     key = {"X-API-Key": (await api.api_key(headers))["key"]}
-    return f"/api/v1/predict/{r.json()['id']}", key
+    return f"/api/v1/predict/{model['id']}", key
 
 
 async def test_direct_and_framework_routes_answer_alike(api, iris, monkeypatch):

@@ -71,14 +71,8 @@ async def test_a_flushed_entry_reads_back_as_recorded(
     api.ctx.prediction_log.record = spy
     headers = await api.user("ds@example.com")
     key = {"X-API-Key": (await api.api_key(headers))["key"]}
-    r = await api.client.post(
-        "/api/v1/models/upload",
-        files={"file": ("iris.pkl", model_files["iris.pkl"].read_bytes())},
-        data={"name": "iris"},
-        headers=headers,
-    )
-    assert r.status_code == 201, r.text
-    url = f"/api/v1/predict/{r.json()['id']}"
+    model = await api.upload(headers, model_files["iris.pkl"])
+    url = f"/api/v1/predict/{model['id']}"
     for body, auth, status in (
         ({"input": [IRIS[0], IRIS[100]]}, key, 200),  # an API key
         ({"input": [IRIS[0], IRIS[100]]}, headers, 200),  # a cache hit, as a user (no key)

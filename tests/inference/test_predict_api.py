@@ -9,19 +9,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-UPLOAD = "/api/v1/models/upload"
 IRIS = load_iris().data
 
 
 async def _upload(api, headers, path, name="iris", **fields):
-    r = await api.client.post(
-        UPLOAD,
-        files={"file": (path.name, path.read_bytes())},
-        data={"name": name, **fields},
-        headers=headers,
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
+    return await api.upload(headers, path, name, **fields)
 
 
 async def _flush(api):

@@ -42,16 +42,10 @@ async def test_kserve_client_against_a_live_server(make_api, make_settings, mode
     api = await make_api(make_settings(**GENEROUS))
     headers = await api.user("ada@example.com")
     auth = {"X-API-Key": (await api.api_key(headers))["key"]}
-    r = await api.client.post(
-        "/api/v1/models/upload",
-        files={"file": ("iris.pkl", model_files["iris.pkl"].read_bytes())},
-        data={"name": "iris"},
-        headers=headers,
-    )
-    assert r.status_code == 201, r.text
+    model = await api.upload(headers, model_files["iris.pkl"])
     expected = (
         await api.client.post(
-            f"/api/v1/predict/{r.json()['id']}", json={"input": ROWS.tolist()}, headers=auth
+            f"/api/v1/predict/{model['id']}", json={"input": ROWS.tolist()}, headers=auth
         )
     ).json()
     async with _serve(api.app) as base:
