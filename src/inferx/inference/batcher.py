@@ -169,10 +169,8 @@ class Batcher:
             self._forget_if_idle(key, state)
             raise
         state.in_flight += 1
-        self._stats.calls += 1
         self._stats.immediate += 1
-        if self._on_call is not None:
-            self._on_call(X.shape[0])
+        self._count_call(1, X.shape[0])
         future.add_done_callback(partial(self._alone_done, key, state))
         return future
 
@@ -228,12 +226,13 @@ class Batcher:
                 _fail(waiter, exc)
             return
         state.in_flight += 1
-        self._count_call(len(batch))
-        if self._on_call is not None:
-            self._on_call(X.shape[0])
+        self._count_call(len(batch), X.shape[0])
         future.add_done_callback(partial(self._batch_done, key, state, batch))
 
-    def _count_call(self, requests: int) -> None:
+    def _count_call(self, requests: int, rows: int) -> None:
+        """One model call sent: the stats, and ``on_call`` told its rows."""
+        if self._on_call is not None:
+            self._on_call(rows)
         stats = self._stats
         stats.calls += 1
         stats.max_batch_requests = max(stats.max_batch_requests, requests)
