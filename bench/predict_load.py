@@ -608,10 +608,14 @@ class InferX(Server):
         rows_sum = re.search(r"^inferx_batch_rows_sum (\S+)", text, re.M)
         rows_count = re.search(r"^inferx_batch_rows_count (\S+)", text, re.M)
         hits, misses = cache.get("hit", 0.0), cache.get("miss", 0.0)
+        bypassed = cache.get("bypass", 0.0)  # inputs that never repeat: the cache steps aside
         info: dict[str, Any] = {
             "result_cache_hits": int(hits),
             "result_cache_misses": int(misses),
-            "result_cache_hit_rate": hits / (hits + misses) if hits + misses else None,
+            "result_cache_bypassed": int(bypassed),
+            "result_cache_hit_rate": (
+                hits / (hits + misses + bypassed) if hits + misses + bypassed else None
+            ),
             "prediction_log_dropped": int(float(dropped.group(1))) if dropped else None,
             # inferx_batch_rows is observed once per request (the size of the call it rode
             # in), so this is the request-weighted mean batch size.
@@ -683,9 +687,12 @@ class InferXRedis(InferX):
             commands = int(client.info("stats")["total_commands_processed"])
             match = f"{self.redis_prefix}rc:*"  # RedisResultCache's keys
             info["redis_result_cache_keys"] = sum(1 for _ in client.scan_iter(match, 1000))
-        lookups = info["result_cache_hits"] + info["result_cache_misses"]
+        predictions = (
+            info["result_cache_hits"] + info["result_cache_misses"] + info["result_cache_bypassed"]
+        )
         # Set-up and this report included: a little above the per-prediction cost.
-        info["redis_commands_per_prediction"] = round(commands / lookups, 1) if lookups else None
+        per = round(commands / predictions, 1) if predictions else None
+        info["redis_commands_per_prediction"] = per
         return info
 
 

@@ -121,6 +121,7 @@ def main() -> int:
     )
     p.add_argument("--no-spy", action="store_true", help="only CPU per request, no py-spy")
     p.add_argument("--nice", type=int, default=0, help="niceness of inferx and wrk (e.g. -5)")
+    p.add_argument("--redis", action="store_true", help="the inferx-redis configuration")
     args = p.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not args.no_spy and not Path(spy).exists():
@@ -133,7 +134,7 @@ def main() -> int:
     try:
         models = pl.build_models(work, pl.ROWS)
         extra = dict(kv.split("=", 1) for kv in args.env)
-        server = pl.InferX(work, models, extra)
+        server = (pl.InferXRedis if args.redis else pl.InferX)(work, models, extra)
         server.start()
         load = pl.Load(wrk, work, None)
         for point in args.points.split(","):
@@ -158,10 +159,11 @@ def main() -> int:
             api_cpu = pl.tree_cpu_s(server.proc.pid) - workers0 - workers - api_cpu0
             seconds = result["duration_us"] / 1e6
             requests = result["requests"]
-            title = f"## InferX API process, {model} c={conns} {' '.join(args.env)}".rstrip()
+            title = f"## {server.name} API process, {model} c={conns} {' '.join(args.env)}"
+            p50 = pl.percentile(pl.raw_histogram(result, int(conns)), 50)
             text = (
-                f"{requests / seconds:.0f} req/s; API process {api_cpu / requests * 1e6:.0f} "
-                f"µs/req ({api_cpu / seconds:.2f} cores); workers "
+                f"{requests / seconds:.0f} req/s, p50 {p50 or 0:.3f} ms; API process "
+                f"{api_cpu / requests * 1e6:.0f} µs/req ({api_cpu / seconds:.2f} cores); workers "
                 f"{workers / requests * 1e6:.0f} µs/req; foreign load "
                 f"{result['foreign_cores']:.2f} cores"
             )

@@ -73,7 +73,8 @@ class InferenceMetrics:
         )
         self.result_cache = Counter(
             "inferx_result_cache_total",
-            "Prediction result cache lookups.",
+            "Prediction result cache lookups (hit, miss), and requests of versions whose inputs "
+            "do not repeat, served without the cache (bypass).",
             ["outcome"],
             registry=registry,
         )

@@ -18,7 +18,7 @@ from inferx.config import Settings
 from inferx.events import EventBus
 from inferx.inference.batcher import BatchConfig, Batcher
 from inferx.inference.pool import InferencePool, ModelFailed, PoolConfig
-from inferx.inference.results import ResultCache, input_digest
+from inferx.inference.results import Admissions, ResultCache, input_digest, input_fingerprint
 from inferx.inference.targets import Target
 from inferx.kit.sandbox import SandboxLimits
 from inferx.metrics import InferenceMetrics
@@ -61,6 +61,8 @@ class Engine:
         self.metrics = metrics
         self._cache_hits = metrics.result_cache.labels("hit")
         self._cache_misses = metrics.result_cache.labels("miss")
+        self._cache_bypassed = metrics.result_cache.labels("bypass")
+        self.admissions = Admissions()
         self.pool = InferencePool(
             PoolConfig(
                 workers=settings.inference_workers,
@@ -110,12 +112,21 @@ class Engine:
     async def run(self, target: Target, X: np.ndarray) -> Outcome:
         want_proba = target.has_proba
         cacheable = self.settings.result_cache_ttl_s > 0 and target.framework in DETERMINISTIC
-        digest = input_digest(X, want_proba) if cacheable else ""
+        digest = ""
         if cacheable:
-            hit = await self.results.get(target.key, digest)
-            (self._cache_hits if hit else self._cache_misses).inc()
-            if hit is not None:
-                return Outcome(hit["prediction"], hit["probabilities"], hit["classes"], True, 0.0)
+            admission = self.admissions.of(target.key)
+            if admission.caching:
+                digest = input_digest(X, want_proba)
+                hit = await self.results.get(target.key, digest)
+                admission.looked_up(hit is not None)
+                (self._cache_hits if hit else self._cache_misses).inc()
+                if hit is not None:
+                    return Outcome(
+                        hit["prediction"], hit["probabilities"], hit["classes"], True, 0.0
+                    )
+            else:
+                admission.bypassed(input_fingerprint(X))
+                self._cache_bypassed.inc()
         await self.ready()
         path = await self._path(target)
         start = time.perf_counter()
@@ -133,7 +144,7 @@ class Engine:
             cache_hit=False,
             compute_ms=elapsed * 1000,
         )
-        if cacheable:
+        if digest:
             await self.results.put(target.key, digest, _cached(outcome))
         return outcome
 
@@ -152,6 +163,7 @@ class Engine:
 
     async def evict(self, target_key: str) -> None:
         self._paths.pop(target_key, None)
+        self.admissions.forget(target_key)
         await self.results.invalidate(target_key)
         if self._started is not None and self._started.done():
             await self.pool.evict(target_key)

@@ -2,6 +2,11 @@
 
 Key: model version id + SHA-256 of the canonical input (dtype, shape, bytes). Authorization
 always happens before a lookup, so a hit never crosses tenants.
+
+A version whose inputs never repeat gains nothing from the cache but pays for it on every
+request (a digest, a lookup and a store: with Redis, round trips). ``Admission`` watches each
+version's hit rate and stops using the cache for a version that stays under ``MIN_HIT_RATE``;
+it keeps watching for repeats in process and turns the cache back on when they come.
 """
 
 from __future__ import annotations
@@ -30,6 +35,86 @@ def input_digest(X: np.ndarray, want_proba: bool) -> str:
         np.ascontiguousarray(X).tobytes() if X.dtype != object else json.dumps(X.tolist()).encode()
     )
     return h.hexdigest()
+
+
+def input_fingerprint(X: np.ndarray) -> int:
+    """A cheap in-process hash of the input, for spotting repeats while the cache is off."""
+    return hash(np.ascontiguousarray(X).tobytes()) if X.dtype != object else hash(repr(X.tolist()))
+
+
+class Admission:
+    """Is the cache worth using for one version? Judged anew every ``window`` requests: on
+    while at least ``min_hit_rate`` of lookups hit; while off, a request whose input this
+    process saw among the last ``remember`` counts as a hit it would have had."""
+
+    __slots__ = ("caching", "_window", "_min", "_remember", "_requests", "_hits", "_seen")
+
+    def __init__(self, window: int, min_hit_rate: float, remember: int) -> None:
+        self.caching = True
+        self._window = window
+        self._min = min_hit_rate
+        self._remember = remember
+        self._requests = self._hits = 0
+        self._seen: OrderedDict[int, None] = OrderedDict()
+
+    def bypassed(self, fingerprint: int) -> None:
+        """A request served without the cache: remember its input, count a repeat."""
+        seen = self._seen
+        if fingerprint in seen:
+            seen.move_to_end(fingerprint)
+            self._hits += 1
+        else:
+            seen[fingerprint] = None
+            if len(seen) > self._remember:
+                seen.popitem(last=False)
+        self._count()
+
+    def looked_up(self, hit: bool) -> None:
+        self._hits += hit
+        self._count()
+
+    def _count(self) -> None:
+        self._requests += 1
+        if self._requests < self._window:
+            return
+        caching = self._hits >= self._min * self._requests
+        if caching != self.caching:
+            self.caching = caching
+            self._seen.clear()
+            log.info("inference.result_cache_admission", caching=caching, hits=self._hits)
+        self._requests = self._hits = 0
+
+
+class Admissions:
+    """One ``Admission`` per version, for at most ``max_versions`` (the oldest forgotten
+    first: a forgotten version starts again with the cache on)."""
+
+    WINDOW = 1000
+    MIN_HIT_RATE = 0.01
+    REMEMBER = 2048
+
+    def __init__(
+        self,
+        *,
+        window: int = WINDOW,
+        min_hit_rate: float = MIN_HIT_RATE,
+        remember: int = REMEMBER,
+        max_versions: int = 1024,
+    ) -> None:
+        self._args = (window, min_hit_rate, remember)
+        self._max = max_versions
+        self._items: OrderedDict[str, Admission] = OrderedDict()
+
+    def of(self, version_key: str) -> Admission:
+        found = self._items.get(version_key)
+        if found is None:
+            found = self._items[version_key] = Admission(*self._args)
+            if len(self._items) > self._max:
+                self._items.popitem(last=False)
+        return found
+
+    def forget(self, version_key: str) -> None:
+        self._items.pop(version_key, None)
 
 
 class ResultCache(Protocol):
