@@ -150,7 +150,104 @@ async def test_scripts_flushed_from_redis_are_loaded_again(shared_private_redis,
         admin = Redis.from_url(shared_private_redis.url)
         await admin.script_flush()
         await admin.aclose()
-        outcome = await lim.acquire((minute(5),))
+        outcome = await lim.acquire((minute(3),))
         assert outcome.allowed and outcome.states[0].used == 2 and not lim.degraded
+    finally:
+        await lim.close()
+
+
+@pytest.fixture
+async def replicas(shared_private_redis, clock):
+    """Two limiters on one Redis: two replicas of the API."""
+    prefix = f"wtest:{uuid.uuid4().hex[:8]}:"
+    pair = [Limiter(shared_private_redis.url, prefix=prefix, clock=clock) for _ in range(2)]
+    yield pair
+    for lim in pair:
+        await lim.close()
+
+
+async def _redis_count(url, prefix, key):
+    client = Redis.from_url(url)
+    try:
+        return await client.llen(prefix + key)
+    finally:
+        await client.aclose()
+
+
+async def test_a_busy_user_is_served_from_a_lease(shared_private_redis, clock):
+    prefix = f"wtest:{uuid.uuid4().hex[:8]}:"
+    lim = Limiter(shared_private_redis.url, prefix=prefix, clock=clock)
+    windows = (minute(1000), day(100_000))
+    tally = Tally("u:tally", "key-1", 3600)
+    try:
+        used = [(await lim.acquire(windows, tally=tally)).states[0].used for _ in range(10)]
+        assert used == list(range(1, 11))  # exact from the caller's side
+        # The second check reserved 8 more: Redis has counted 10, the lease served 3..10.
+        assert await _redis_count(shared_private_redis.url, prefix, "u:minute") == 10
+        assert (await lim.tally("u:tally")) == {"key-1": 10}  # pending lease tallies included
+        await lim._windows.flush()
+        client = Redis.from_url(shared_private_redis.url)
+        assert await client.hgetall(prefix + "u:tally") == {b"key-1": b"10"}
+        await client.aclose()
+        # Used up: the next lease is twice as big.
+        await lim.acquire(windows, tally=tally)
+        assert await _redis_count(shared_private_redis.url, prefix, "u:minute") == 11 + 16
+    finally:
+        await lim.close()
+    # Closing gives back what the lease did not use.
+    assert await _redis_count(shared_private_redis.url, prefix, "u:minute") == 11
+
+
+async def test_leases_never_admit_more_than_the_limit_across_replicas(replicas, clock):
+    a, b = replicas
+    windows = (minute(300),)
+    admitted = 0
+    for _ in range(25):  # 250 checks, half on each replica: leases are granted
+        outcomes = await asyncio.gather(*(lim.acquire(windows) for lim in (a, b) * 5))
+        admitted += sum(o.allowed for o in outcomes)
+    assert admitted == 250
+    # A held lease is counted in Redis: the other replica cannot use those hits meanwhile.
+    held = sum(s.lease.left for lim in replicas for s in lim._windows._leases.values() if s.lease)
+    assert (await a.acquire(windows, cost=0)).states[0].used == 250 + held
+    while (await b.acquire(windows)).allowed or (await a.acquire(windows)).allowed:
+        admitted += 1
+    assert admitted <= 300
+    # The leases end and give back what they did not use: then exactly the limit is admitted.
+    clock.advance(1.0)
+    for lim in replicas:
+        await lim._windows.flush()
+    for lim in replicas:
+        while (await lim.acquire(windows)).allowed:
+            admitted += 1
+    assert admitted == 300
+    assert (await a.acquire(windows, cost=0)).states[0].used == 300
+
+
+async def test_a_lease_ends_when_the_limits_change(shared_private_redis, clock):
+    prefix = f"wtest:{uuid.uuid4().hex[:8]}:"
+    lim = Limiter(shared_private_redis.url, prefix=prefix, clock=clock)
+    try:
+        for _ in range(3):
+            assert (await lim.acquire((minute(1000),))).allowed
+        assert await _redis_count(shared_private_redis.url, prefix, "u:minute") == 2 + 8
+        # An admin lowers the limit: the next check goes to Redis and gives the lease back.
+        outcome = await lim.acquire((minute(3),))
+        assert not outcome.allowed and outcome.refused.name == "burst"
+        assert await _redis_count(shared_private_redis.url, prefix, "u:minute") == 3
+    finally:
+        await lim.close()
+
+
+async def test_no_lease_for_small_limits_or_occasional_callers(shared_private_redis, clock):
+    prefix = f"wtest:{uuid.uuid4().hex[:8]}:"
+    lim = Limiter(shared_private_redis.url, prefix=prefix, clock=clock)
+    try:
+        for _ in range(10):  # an eighth of what is left is under the minimum lease
+            assert (await lim.acquire((minute(60), day(10_000)))).allowed
+        assert await _redis_count(shared_private_redis.url, prefix, "u:minute") == 10
+        for _ in range(5):  # one call a second: never a lease
+            clock.advance(1.0)
+            assert (await lim.acquire((minute(1000, key="v:minute"),))).allowed
+        assert await _redis_count(shared_private_redis.url, prefix, "v:minute") == 5
     finally:
         await lim.close()

@@ -88,7 +88,7 @@ class Limiter:
                 **shared,  # one pool, with the timeouts and no-retry policy above
             )
             self._redis = MovingWindowRateLimiter(storage)
-            self._windows = RedisWindows(self._client, base + ":")
+            self._windows = RedisWindows(self._client, base + ":", clock)
         self._down_until = 0.0
         self._probing = False
         self.degraded = False
@@ -278,6 +278,8 @@ class Limiter:
         self.degraded_since = None
 
     async def close(self) -> None:
+        if self._windows is not None:
+            await self._windows.close()
         if self._client is not None:
             await self._client.aclose()
 

@@ -9,13 +9,24 @@ window exactly ``seconds`` after it was made: when ``Retry-After`` says so, not 
 
 Weighted windows (a batch job of N rows counts N) keep one entry per job and a running sum.
 Tallies are plain per-day counters (predictions per API key) that never refuse anything.
+
+On Redis, a user who keeps a replica busy gets a lease: the check that finds plenty of room
+also reserves a few more hits (at most an eighth of what is left, see ``ACQUIRE``), and the
+replica serves the next requests from them without a round trip for up to ``LEASE_S``. Leased
+hits count in Redis from the moment they are granted, so replicas together never admit more
+than the limit; what a lease did not use is given back when it ends. Requests served from a
+lease are tallied per key in process and written to Redis within ``FLUSH_S``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -24,6 +35,11 @@ from redis.exceptions import NoScriptError
 from inferx.kit.coalesce import Coalescer
 
 PUSH_CHUNK = 5000  # Lua's unpack() has a stack limit; push large costs in slices
+LEASE_S = 0.5  # how long a replica may serve from a lease
+LEASE_MIN = 8  # smaller leases are not worth it: exact checks instead
+LEASE_MAX = 256
+FLUSH_S = 1.0  # lease tallies and refunds are written this often
+FORGET_LEASES_S = 60.0  # a user idle this long has no lease state left
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,17 +226,26 @@ class MemoryWindows:
 
 
 # KEYS: n window lists, then optionally a tally hash.
-# ARGV: now, cost, n, (limit, seconds) * n, then tally field and ttl.
-# Returns {refused window index or 0, then used, oldest, retry entry for each window}.
+# ARGV: now, cost, n, lease wanted, lease minimum, lease stamp, refund stamp, refund count,
+# (limit, seconds) * n, then tally field and ttl.
+# Returns {refused window index or 0, lease granted, then used, oldest, retry entry for each
+# window}. A lease is granted only when the request is allowed, and takes at most an eighth of
+# what is left in every window; below the minimum it is none. Leased hits are stamped with the
+# lease's end (the latest moment they can be used), so they never leave a window early.
 ACQUIRE = """
 local now = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local out = {0}
+local lease = tonumber(ARGV[4])
+local refund = tonumber(ARGV[8])
+if refund > 0 then
+  for i = 1, n do redis.call('lrem', KEYS[i], refund, ARGV[7]) end
+end
+local out = {0, 0}
 for i = 1, n do
   local key = KEYS[i]
-  local limit = tonumber(ARGV[2 + 2 * i])
-  local floor = now - tonumber(ARGV[3 + 2 * i])
+  local limit = tonumber(ARGV[7 + 2 * i])
+  local floor = now - tonumber(ARGV[8 + 2 * i])
   local last = redis.call('lindex', key, -1)
   while last and tonumber(last) <= floor do
     redis.call('rpop', key)
@@ -232,28 +257,34 @@ for i = 1, n do
     if out[1] == 0 then out[1] = i end
     if cost <= limit then blocker = redis.call('lindex', key, limit - cost) end
   end
+  lease = math.min(lease, math.floor((limit - used - cost) / 8))
   out[#out + 1] = used
   out[#out + 1] = last or false
   out[#out + 1] = blocker or false
 end
+if lease < tonumber(ARGV[5]) or cost == 0 then lease = 0 end
 if out[1] == 0 and cost > 0 then
+  out[2] = lease
   local entries = {}
   for j = 1, math.min(cost, 5000) do entries[j] = ARGV[1] end
+  local stamps = {}
+  for j = 1, math.min(lease, 5000) do stamps[j] = ARGV[6] end
   for i = 1, n do
     local key = KEYS[i]
-    local limit = tonumber(ARGV[2 + 2 * i])
+    local limit = tonumber(ARGV[7 + 2 * i])
     local left = cost
     while left > 0 do
       local chunk = math.min(left, 5000)
       redis.call('lpush', key, unpack(entries, 1, chunk))
       left = left - chunk
     end
+    if lease > 0 then redis.call('lpush', key, unpack(stamps, 1, math.min(lease, 5000))) end
     redis.call('ltrim', key, 0, limit - 1)
-    redis.call('expire', key, math.ceil(tonumber(ARGV[3 + 2 * i])))
+    redis.call('expire', key, math.ceil(tonumber(ARGV[8 + 2 * i])) + 1)
   end
   if #KEYS > n then
-    redis.call('hincrby', KEYS[n + 1], ARGV[4 + 2 * n], cost)
-    redis.call('expire', KEYS[n + 1], tonumber(ARGV[5 + 2 * n]))
+    redis.call('hincrby', KEYS[n + 1], ARGV[9 + 2 * n], cost)
+    redis.call('expire', KEYS[n + 1], tonumber(ARGV[10 + 2 * n]))
   end
 end
 return out
@@ -318,19 +349,59 @@ def _float(value: Any) -> float | None:
     return math.inf if text == "inf" else float(text)
 
 
+@dataclass(slots=True)
+class _Lease:
+    """Hits reserved in Redis for this replica; ``base`` is each window's count at the grant,
+    the granting request included, and ``taken`` what the lease has served since."""
+
+    windows: tuple[Window, ...]
+    keys: list[str]
+    size: int
+    until: float
+    stamp: str
+    base: list[tuple[int, float | None]]
+    taken: int = 0
+
+    @property
+    def left(self) -> int:
+        return self.size - self.taken
+
+    def outcome(self, now: float) -> Outcome:
+        found: list[tuple[int, float | None, float | None]] = [
+            (used + self.taken, oldest, None) for used, oldest in self.base
+        ]
+        return _states(self.windows, found, 0, now)
+
+
+@dataclass(slots=True)
+class _LeaseState:
+    """Per user (per tuple of windows): the lease, if any, and how big the next one is."""
+
+    lease: _Lease | None = None
+    granting: bool = False  # a request is asking Redis for a lease: others ask for none
+    size: int = 0  # the next lease to ask for; 0: decide from how often requests come
+    last_call: float = field(default=-math.inf)
+
+
 class RedisWindows:
     """The same windows shared by every replica. Quota checks made in the same loop tick go
-    to Redis as one pipeline of script calls (one round trip), each still atomic."""
+    to Redis as one pipeline of script calls (one round trip), each still atomic; a busy user
+    is served from leases (module docstring)."""
 
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: Redis, prefix: str, clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._prefix = prefix
+        self._clock = clock
         self._acquire_weighted = client.register_script(ACQUIRE_WEIGHTED)
         self._acquire_sha = client.register_script(ACQUIRE).sha  # sent as EVALSHA
         self._loaded = False
         self._acquire_many: Coalescer[tuple[list[str], list[Any]], Any] = Coalescer(
             self._run_acquires
         )
+        self._leases: dict[tuple[str, ...], _LeaseState] = {}
+        self._tallies: dict[tuple[str, str], list[int]] = {}  # (key, field) -> [count, ttl]
+        self._refunds: list[tuple[list[str], str, int]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def _run_acquires(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         for _ in range(2):
@@ -352,21 +423,120 @@ class RedisWindows:
         self, windows: tuple[Window, ...], cost: int, now: float, tally: Tally | None = None
     ) -> Outcome:
         keys = [self._prefix + w.key for w in windows]
-        args: list[Any] = [repr(now), cost, len(windows)]
+        state = self._leases.get(tuple(keys)) if cost > 0 else None
+        refund: tuple[str, int] = ("", 0)
+        wanted = 0
+        if state is not None:
+            lease = state.lease
+            if lease is not None:
+                if lease.windows == windows and now < lease.until and lease.left >= cost:
+                    lease.taken += cost
+                    state.last_call = now
+                    if lease.left == 0:
+                        state.size, state.lease = min(LEASE_MAX, 2 * lease.size), None
+                    if tally is not None:
+                        self._tally_later(tally, cost)
+                    return lease.outcome(now)
+                # Ended, too small, or the user's limits changed: give back what is left.
+                state.lease = None
+                state.size = lease.taken if lease.windows == windows else 0
+                refund = (lease.stamp, lease.left)
+            if not state.granting:
+                wanted = state.size or (LEASE_MIN if now - state.last_call < LEASE_S / 8 else 0)
+                state.granting = wanted > 0
+            state.last_call = now
+        elif cost > 0:
+            self._leases[tuple(keys)] = _LeaseState(last_call=now)
+        stamp = repr(now + LEASE_S)
+        args: list[Any] = [repr(now), cost, len(windows), wanted, LEASE_MIN, stamp, *refund]
         for w in windows:
             args += [w.limit, w.seconds]
         if tally is not None:
             keys.append(self._prefix + tally.key)
             args += [tally.field, tally.ttl_s]
-        raw = await self._acquire_many((keys, args))
+        try:
+            raw = await self._acquire_many((keys, args))
+        finally:
+            if wanted and state is not None:
+                state.granting = False
         found: list[tuple[int, float | None, float | None]] = []
         for i, w in enumerate(windows):
-            used, oldest, blocker = raw[1 + 3 * i : 4 + 3 * i]
+            used, oldest, blocker = raw[2 + 3 * i : 5 + 3 * i]
             retry_at: float | None = None
             if int(used) + cost > w.limit:
                 retry_at = math.inf if blocker is None else float(blocker) + w.seconds
             found.append((int(used), _float(oldest), retry_at))
-        return _states(windows, found, cost if int(raw[0]) == 0 else 0, now)
+        allowed = int(raw[0]) == 0
+        outcome = _states(windows, found, cost if allowed else 0, now)
+        if wanted and state is not None:
+            granted = int(raw[1])
+            state.size = granted
+            if granted:
+                state.lease = _Lease(
+                    windows,
+                    keys[: len(windows)],
+                    granted,
+                    now + LEASE_S,
+                    stamp,
+                    [(s.used, s.oldest) for s in outcome.states],
+                )
+                self._flush_soon()
+        return outcome
+
+    def _tally_later(self, tally: Tally, cost: int) -> None:
+        entry = self._tallies.setdefault((self._prefix + tally.key, tally.field), [0, 0])
+        entry[0] += cost
+        entry[1] = tally.ttl_s
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while self._leases or self._tallies or self._refunds:
+            await asyncio.sleep(FLUSH_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write lease tallies, and give back what ended leases did not use."""
+        now = self._clock()
+        for lease_keys, state in list(self._leases.items()):
+            lease = state.lease
+            if lease is not None and now >= lease.until and not state.granting:
+                state.lease, state.size = None, lease.taken
+                if lease.left:
+                    self._refunds.append((lease.keys, lease.stamp, lease.left))
+            if state.lease is None and now - state.last_call > FORGET_LEASES_S:
+                del self._leases[lease_keys]
+        tallies, self._tallies = self._tallies, {}
+        refunds, self._refunds = self._refunds, []
+        if not tallies and not refunds:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for keys, stamp, count in refunds:
+            for key in keys:
+                pipe.lrem(key, count, stamp)
+        for (key, name), (count, ttl) in tallies.items():
+            pipe.hincrby(key, name, count)
+            pipe.expire(key, ttl)
+        try:
+            await pipe.execute()
+        except Exception:  # Redis away: the counts wait for the next flush; refunds are lost
+            for (key, name), (count, ttl) in tallies.items():
+                entry = self._tallies.setdefault((key, name), [0, ttl])
+                entry[0] += count
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._flusher
+        for state in self._leases.values():  # ``flush`` gives back every lease still held
+            if state.lease is not None:
+                state.lease.until = -math.inf
+        with contextlib.suppress(Exception):
+            await self.flush()
 
     async def acquire_weighted(self, window: Window, cost: int, now: float) -> Outcome:
         keys = [self._prefix + window.key, self._prefix + window.key + ":sum"]
@@ -384,8 +554,14 @@ class RedisWindows:
 
     async def tally(self, key: str) -> dict[str, int]:
         raw = await self._client.hgetall(self._prefix + key)
-        return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+        counts = {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+        for (pending_key, name), (count, _) in self._tallies.items():
+            if pending_key == self._prefix + key:
+                counts[name] = counts.get(name, 0) + count
+        return counts
 
     async def clear(self, *keys: str) -> None:
         full = [self._prefix + k for k in keys] + [self._prefix + k + ":sum" for k in keys]
+        for lease_keys in [k for k in self._leases if set(k) & set(full)]:
+            del self._leases[lease_keys]
         await self._client.delete(*full)
