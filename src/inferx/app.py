@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,6 +15,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferx import __version__
 from inferx import logging as inferx_logging
@@ -30,7 +32,7 @@ from inferx.db import create_engine, create_sessionmaker
 from inferx.errors import install_handlers
 from inferx.events import create_event_bus
 from inferx.health.endpoints import router as health_router
-from inferx.inference.direct import route as direct_route
+from inferx.inference import direct
 from inferx.inference.endpoints import router as inference_router
 from inferx.inference.engine import Engine
 from inferx.inference.log import PredictionLog
@@ -58,7 +60,22 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class InferX(FastAPI):
+    """FastAPI, with the hot route (``inference.direct``) served before the framework and its
+    own middleware layers (server errors, telemetry, body limits): ``hot`` is that route behind
+    the same ``RequestContextMiddleware`` every other request passes."""
+
+    hot: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot is not None and direct.accepts(scope):
+            scope["app"] = self  # as Starlette sets it: request.app is this app
+            await self.hot(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> InferX:
     settings = settings or Settings()
     inferx_logging.configure(settings.log_level)
     metrics = Metrics()
@@ -89,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await ctx.redis.aclose()
             await ctx.engine.dispose()
 
-    app = FastAPI(
+    app = InferX(
         title="InferX",
         version=__version__,
         description=DESCRIPTION,
@@ -122,19 +139,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     upload_limit = settings.max_upload_mb * 1024 * 1024 + 1024 * 1024  # room for multipart framing
     body_limit = int(settings.max_body_mb * 1024 * 1024)
     jobs_limit = max(body_limit, settings.jobs_max_upload_mb * 1024 * 1024 + 1024 * 1024)
-    app.add_middleware(
-        RequestContextMiddleware,
-        metrics=metrics,
-        body_limit=lambda path: (
+    request_context: dict[str, Any] = {
+        "metrics": metrics,
+        "body_limit": lambda path: (
             upload_limit
             if path.endswith("/models/upload")
             else jobs_limit
             if path == f"{API_PREFIX}/jobs"
             else body_limit
         ),
-        slow_request_ms=settings.slow_request_ms,
-        direct=direct_route,
-    )
+        "slow_request_ms": settings.slow_request_ms,
+    }
+    app.add_middleware(RequestContextMiddleware, **request_context)
+    app.hot = RequestContextMiddleware(direct.serve, **request_context)
 
     routers = (
         auth_router, api_keys_router, admin_router, models_router, analytics_router,

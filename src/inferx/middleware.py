@@ -48,10 +48,8 @@ class RequestContextMiddleware:
         metrics: Metrics,
         body_limit: Callable[[str], int],
         slow_request_ms: float,
-        direct: Callable[[Scope], ASGIApp | None] = lambda _scope: None,
     ) -> None:
         self.app = app
-        self.direct = direct  # hot routes served without the framework (inference.direct)
         self.metrics = metrics
         self.body_limit = body_limit
         self.slow_request_ms = slow_request_ms
@@ -89,8 +87,7 @@ class RequestContextMiddleware:
         try:
             if declared is not None and declared > limit:
                 raise BodyTooLarge(limit)
-            app = self.direct(scope) or self.app
-            await app(scope, _limited(receive, limit), send_wrapper)
+            await self.app(scope, _limited(receive, limit), send_wrapper)
         except BodyTooLarge as exc:
             status = 413
             if not started:

@@ -1,12 +1,13 @@
 """``POST /api/v1/predict/{model_id}`` served straight from ASGI: the hot path.
 
-FastAPI's routing, parameter solving and response classes cost more per request than the
-model call on this route (bench/README.md), so ``RequestContextMiddleware`` hands these
-requests here, past the framework. The request id, body limit, security headers, metrics and
-access log stay with the middleware; caller, quota, body and prediction are handled by
-``endpoints.answer_predict``, the very function the FastAPI route calls. Browser requests (an
-``Origin`` header: CORS applies) and anything that does not match exactly take the framework's
-way, where the same route is declared and documented in OpenAPI.
+FastAPI's routing, parameter solving, response classes and outer middleware layers cost more
+per request than the model call on this route (bench/README.md), so ``app.InferX`` hands the
+requests ``accepts`` here, past the framework, through its own ``RequestContextMiddleware``:
+the request id, body limit, security headers, metrics, access log and the last-resort 500 stay
+with it. Caller, quota, body and prediction are handled by ``endpoints.answer_predict``, the
+very function the FastAPI route calls. Browser requests (an ``Origin`` header: CORS applies)
+and anything that does not match exactly take the framework's way, where the same route is
+declared and documented in OpenAPI.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy.exc import OperationalError
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from inferx.errors import PROBLEM, InferxError, InvalidInput, database_unavailable, problem_body
 from inferx.inference.endpoints import answer_predict
@@ -40,17 +41,22 @@ class DirectRoute(NamedTuple):
 ROUTE = DirectRoute(f"{API_PREFIX}/predict/{{model_id}}")
 
 
-def route(scope: Scope) -> ASGIApp | None:
-    """The direct handler for this request, or None for the framework's way."""
+def accepts(scope: Scope) -> bool:
+    """Is this request served here (else the framework's way)?"""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False
     path: str = scope["path"]
-    if scope["method"] != "POST" or not path.startswith(PREFIX):
-        return None
+    if not path.startswith(PREFIX):
+        return False
     model_ref = path[len(PREFIX) :]
     if not model_ref or "/" in model_ref:
-        return None
-    if any(name == b"origin" for name, _ in scope["headers"]):
-        return None
-    return predict
+        return False
+    return not any(name == b"origin" for name, _ in scope["headers"])
+
+
+async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI app for the requests ``accepts``."""
+    await predict(scope, receive, send)
 
 
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:
