@@ -251,3 +251,16 @@ async def test_no_lease_for_small_limits_or_occasional_callers(shared_private_re
         assert await _redis_count(shared_private_redis.url, prefix, "v:minute") == 5
     finally:
         await lim.close()
+
+
+async def test_idle_users_lease_state_is_forgotten(shared_private_redis, clock):
+    lim = Limiter(shared_private_redis.url, prefix=f"wtest:{uuid.uuid4().hex[:8]}:", clock=clock)
+    try:
+        for user in range(5):
+            assert (await lim.acquire((minute(1000, key=f"u{user}:minute"),))).allowed
+        assert len(lim._windows._leases) == 5
+        clock.advance(61)
+        await lim._windows.flush()
+        assert lim._windows._leases == {}
+    finally:
+        await lim.close()

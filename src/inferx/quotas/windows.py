@@ -442,11 +442,14 @@ class RedisWindows:
                 state.size = lease.taken if lease.windows == windows else 0
                 refund = (lease.stamp, lease.left)
             if not state.granting:
+                if now - state.last_call > LEASE_S:  # back after a pause: start small again
+                    state.size = 0
                 wanted = state.size or (LEASE_MIN if now - state.last_call < LEASE_S / 8 else 0)
                 state.granting = wanted > 0
             state.last_call = now
         elif cost > 0:
             self._leases[tuple(keys)] = _LeaseState(last_call=now)
+            self._flush_soon()  # which also forgets idle users
         stamp = repr(now + LEASE_S)
         args: list[Any] = [repr(now), cost, len(windows), wanted, LEASE_MIN, stamp, *refund]
         for w in windows:
