@@ -2,6 +2,11 @@
 
 Used on the prediction path so that a warm request costs no database round trip, and keeps
 working through a database outage; changes reach it through explicit invalidation (events).
+
+When an entry's TTL runs out, one request reloads it; requests arriving meanwhile are answered
+with the entry being replaced instead of each querying the database too (under concurrency that
+was one query per request in flight, every TTL). A load that started before an invalidation
+does not store what it read: it may predate the change.
 """
 
 from __future__ import annotations
@@ -25,19 +30,30 @@ class TtlCache(Generic[K, V]):
         self._stale = stale_s
         self._max = max_items
         self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._reloading: set[K] = set()
+        self._generation = 0  # bumped by every invalidation
 
     async def get_or_load(self, key: K, loader: Callable[[], Awaitable[V]]) -> V:
         now = time.monotonic()
         entry = self._items.get(key)
-        if entry is not None and now - entry[0] < self._ttl:
-            return entry[1]
+        if entry is not None:
+            if now - entry[0] < self._ttl:
+                return entry[1]
+            if key in self._reloading and now - entry[0] < self._ttl + self._stale:
+                return entry[1]  # another request is reloading it right now
+            self._reloading.add(key)
+        generation = self._generation
         try:
             value = await loader()
         except UNREACHABLE:
             if entry is not None and now - entry[0] < self._ttl + self._stale:
                 return entry[1]
             raise
-        self.put(key, value, now)
+        finally:
+            if entry is not None:
+                self._reloading.discard(key)
+        if generation == self._generation:
+            self.put(key, value, now)
         return value
 
     def put(self, key: K, value: V, now: float | None = None) -> None:
@@ -49,7 +65,9 @@ class TtlCache(Generic[K, V]):
             self._items.popitem(last=False)
 
     def invalidate(self, key: K) -> None:
+        self._generation += 1
         self._items.pop(key, None)
 
     def clear(self) -> None:
+        self._generation += 1
         self._items.clear()
