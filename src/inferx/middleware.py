@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferx.errors import problem_body
-from inferx.kit.ids import uuid4
+from inferx.kit.ids import uuid4_hex
 from inferx.logging import access as access_log
 from inferx.metrics import Metrics
 
@@ -141,7 +141,7 @@ def _request_id(scope: Scope) -> str:
             if REQUEST_ID_RE.match(candidate):
                 return candidate
             break
-    return uuid4().hex
+    return uuid4_hex()
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
+import uuid
 
-from inferx.kit.ids import uuid4
+from inferx.kit.ids import uuid4, uuid4_hex
 
 
 def test_ids_are_version_4_and_unique_across_blocks():
@@ -26,3 +28,13 @@ def test_a_forked_child_does_not_repeat_the_parents_next_ids():
     os.close(read)
     parent = b"".join(uuid4().bytes for _ in range(4))
     assert len(child) == 64 and child != parent
+
+
+def test_ids_behave_like_the_standard_librarys():
+    value = uuid4()
+    same = uuid.UUID(str(value))
+    assert value == same and hash(value) == hash(same) and value.hex == same.hex
+    assert pickle.loads(pickle.dumps(value)) == value and {value: 1}[same] == 1
+    assert value.is_safe == uuid.SafeUUID.unknown
+    text = uuid4_hex()
+    assert len(text) == 32 and uuid.UUID(text).version == 4

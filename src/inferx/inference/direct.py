@@ -12,6 +12,7 @@ declared and documented in OpenAPI.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -82,9 +83,15 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
         )
         body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
     raw_headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-    raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw_headers += [(_name(k), v.encode("latin-1")) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
+
+
+@functools.lru_cache(maxsize=256)
+def _name(header: str) -> bytes:
+    """A header name as ASGI sends it; the same dozen names on every response."""
+    return header.lower().encode("latin-1")
 
 
 def _model_id(raw: str) -> uuid.UUID:

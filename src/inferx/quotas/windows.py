@@ -57,7 +57,9 @@ class Window:
         return self.limit > 0
 
 
-@dataclass(frozen=True, slots=True)
+# WindowState, Outcome and Tally are made for every quota check: plain slotted dataclasses,
+# whose constructor costs a quarter of a frozen one's; nothing changes them once built.
+@dataclass(slots=True)
 class WindowState:
     name: str
     limit: int
@@ -79,14 +81,14 @@ class WindowState:
         return (self.oldest if self.oldest is not None else now) + self.seconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     allowed: bool
     states: tuple[WindowState, ...]
     refused: WindowState | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tally:
     """Add ``cost`` to ``field`` of the counter ``key`` when the hit is allowed."""
 
