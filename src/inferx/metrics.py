@@ -46,6 +46,21 @@ class Metrics:
         ).set_function(lambda: self.requests_in_flight)
 
         self.inference = InferenceMetrics(self.registry)
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def count_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request in ``http_requests`` and ``http_latency``, the labelled children
+        kept at hand (``labels()`` costs more than the update)."""
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_latency.labels(method, route),
+            )
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -115,8 +115,7 @@ class RequestContextMiddleware:
         elapsed = time.perf_counter() - start
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         method = scope["method"]
-        self.metrics.http_requests.labels(method, route, str(status)).inc()
-        self.metrics.http_latency.labels(method, route).observe(elapsed)
+        self.metrics.count_http(method, route, status, elapsed)
         ms = round(elapsed * 1000, 3)
         state = scope.get("state", {})
         fields = {
