@@ -59,7 +59,7 @@ async def predict(
         "prediction": outcome.prediction,
         "probabilities": outcome.probabilities,
         "classes": outcome.classes if outcome.probabilities is not None else None,
-        "model_id": str(target.model_id),
+        "model_id": target.model_ref,
         "model_version": target.version,
         "inference_time_ms": round(outcome.compute_ms, 3),
         "cache_hit": outcome.cache_hit,

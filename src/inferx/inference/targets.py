@@ -32,9 +32,11 @@ class Target:
     input_schema: dict[str, Any] | None
     details: dict[str, Any]
     key: str = field(init=False)  # the version id as text: names the version to caches, workers
+    model_ref: str = field(init=False)  # the model id as text, as responses show it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", str(self.model_version_id))
+        object.__setattr__(self, "model_ref", str(self.model_id))
 
     @property
     def has_proba(self) -> bool:
