@@ -357,7 +357,6 @@ class _Lease:
     the granting request included, and ``taken`` what the lease has served since."""
 
     windows: tuple[Window, ...]
-    keys: list[str]
     size: int
     until: float
     stamp: str
@@ -383,6 +382,15 @@ class _LeaseState:
     granting: bool = False  # a request is asking Redis for a lease: others ask for none
     size: int = 0  # the next lease to ask for; 0: decide from how often requests come
     last_call: float = field(default=-math.inf)
+
+    def end(self, windows: tuple[Window, ...]) -> tuple[str, int]:
+        """Drop the lease; the next one is as big as what it served (none if the windows it
+        was for are no longer the user's). Returns what to give back: (stamp, hits)."""
+        lease = self.lease
+        assert lease is not None
+        self.lease = None
+        self.size = lease.taken if lease.windows == windows else 0
+        return lease.stamp, lease.left
 
 
 class RedisWindows:
@@ -439,10 +447,7 @@ class RedisWindows:
                     if tally is not None:
                         self._tally_later(tally, cost)
                     return lease.outcome(now)
-                # Ended, too small, or the user's limits changed: give back what is left.
-                state.lease = None
-                state.size = lease.taken if lease.windows == windows else 0
-                refund = (lease.stamp, lease.left)
+                refund = state.end(windows)  # ended, too small, or the limits changed
             if not state.granting:
                 if now - state.last_call > LEASE_S:  # back after a pause: start small again
                     state.size = 0
@@ -479,7 +484,6 @@ class RedisWindows:
             if granted:
                 state.lease = _Lease(
                     windows,
-                    keys[: len(windows)],
                     granted,
                     now + LEASE_S,
                     stamp,
@@ -509,9 +513,9 @@ class RedisWindows:
         for lease_keys, state in list(self._leases.items()):
             lease = state.lease
             if lease is not None and now >= lease.until and not state.granting:
-                state.lease, state.size = None, lease.taken
-                if lease.left:
-                    self._refunds.append((lease.keys, lease.stamp, lease.left))
+                stamp, left = state.end(lease.windows)
+                if left:
+                    self._refunds.append((list(lease_keys), stamp, left))
             if state.lease is None and now - state.last_call > FORGET_LEASES_S:
                 del self._leases[lease_keys]
         tallies, self._tallies = self._tallies, {}
