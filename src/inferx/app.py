@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> InferX:
         "slow_request_ms": settings.slow_request_ms,
     }
     app.add_middleware(RequestContextMiddleware, **request_context)
-    app.hot = RequestContextMiddleware(direct.serve, **request_context)
+    app.hot = RequestContextMiddleware(direct.predict, **request_context)
 
     routers = (
         auth_router, api_keys_router, admin_router, models_router, analytics_router,

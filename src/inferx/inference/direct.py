@@ -2,12 +2,12 @@
 
 FastAPI's routing, parameter solving, response classes and outer middleware layers cost more
 per request than the model call on this route (bench/README.md), so ``app.InferX`` hands the
-requests ``accepts`` here, past the framework, through its own ``RequestContextMiddleware``:
-the request id, body limit, security headers, metrics, access log and the last-resort 500 stay
-with it. Caller, quota, body and prediction are handled by ``endpoints.answer_predict``, the
-very function the FastAPI route calls. Browser requests (an ``Origin`` header: CORS applies)
-and anything that does not match exactly take the framework's way, where the same route is
-declared and documented in OpenAPI.
+requests ``accepts`` to ``predict``, past the framework, through its own
+``RequestContextMiddleware``: the request id, body limit, security headers, metrics, access log
+and the last-resort 500 stay with it. Caller, quota, body and prediction are handled by
+``endpoints.answer_predict``, the very function the FastAPI route calls. Browser requests (an
+``Origin`` header: CORS applies) and anything that does not match exactly take the framework's
+way, where the same route is declared and documented in OpenAPI.
 """
 
 from __future__ import annotations
@@ -53,11 +53,6 @@ def accepts(scope: Scope) -> bool:
     if not model_ref or "/" in model_ref:
         return False
     return not any(name == b"origin" for name, _ in scope["headers"])
-
-
-async def serve(scope: Scope, receive: Receive, send: Send) -> None:
-    """The ASGI app for the requests ``accepts``."""
-    await predict(scope, receive, send)
 
 
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:
