@@ -4,8 +4,10 @@ set, again on PostgreSQL + Redis over real connections. Each test starts from a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -21,6 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from inferx.app import create_app
 from inferx.config import Settings
 from inferx.db import create_engine, upgrade
+from inferx.http_protocol import CoalescingHttpToolsProtocol
 from inferx.tables import Base
 
 PG_URL = os.environ.get("INFERX_TEST_DATABASE_URL")
@@ -280,3 +284,38 @@ def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["reg.pkl"] = out / "reg.pkl"
     files["reg.pkl"].write_bytes(pickle.dumps(reg))
     return files
+
+
+@contextlib.asynccontextmanager
+async def _live_server(app: Any) -> AsyncIterator[str]:
+    """``app`` (already started) on a real loopback socket, served from this event loop by
+    uvicorn with the connection protocol ``inferx serve`` uses; yields ``127.0.0.1:port``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        ws="none",
+        access_log=False,
+        http=CoalescingHttpToolsProtocol,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture
+def live_server() -> Callable[[Any], contextlib.AbstractAsyncContextManager[str]]:
+    """``async with live_server(app) as "127.0.0.1:port"``: the app over real HTTP."""
+    return _live_server

@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from inferx.config import Settings
+from inferx.http_protocol import CoalescingHttpToolsProtocol
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -75,6 +76,7 @@ def serve(args: argparse.Namespace) -> None:
         "proxy_headers": True,
         "timeout_graceful_shutdown": settings.graceful_timeout_s,
         "server_header": False,
+        "http": CoalescingHttpToolsProtocol,
     }
     if settings.workers > 1:
         # Workers re-read settings from the environment: pass the CLI flags down that way.

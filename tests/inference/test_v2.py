@@ -5,19 +5,15 @@ access rules, quotas and the prediction log."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import pickle
-import socket
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from sklearn.datasets import load_iris
 
 from inferx.errors import InvalidInput
@@ -201,33 +197,14 @@ def test_predictions_become_tensors(values, datatype, expected):
 # -- tritonclient against a live server ----------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _serve(app: Any) -> AsyncIterator[str]:
-    """The already started app on a real loopback socket, served from this event loop."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="off", log_config=None, ws="none", access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
-        yield f"127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-async def test_tritonclient_against_a_live_server(make_api, make_settings, model_files):
+async def test_tritonclient_against_a_live_server(
+    make_api, make_settings, model_files, live_server
+):
     import httpx
 
     api = await make_api(make_settings(**GENEROUS))
     async with (
-        _serve(api.app) as url,
+        live_server(api.app) as url,
         httpx.AsyncClient(base_url=f"http://{url}", timeout=60) as http,
     ):
         headers = await api.user("ada@example.com")

@@ -4,15 +4,8 @@ no backend variant of it shows up as skipped."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator
-from typing import Any
-
 import httpx
 import pytest
-import uvicorn
 from sklearn.datasets import load_iris
 
 kserve = pytest.importorskip("kserve", reason="the KServe client is not installed")
@@ -21,24 +14,9 @@ ROWS = load_iris().data[[0, 50, 100, 149]]
 GENEROUS = {"quota_free_per_minute": 10_000, "quota_free_per_day": 0}
 
 
-@contextlib.asynccontextmanager
-async def _serve(app: Any) -> AsyncIterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="off", log_config=None, ws="none", access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started and not task.done():
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-async def test_kserve_client_against_a_live_server(make_api, make_settings, model_files):
+async def test_kserve_client_against_a_live_server(
+    make_api, make_settings, model_files, live_server
+):
     api = await make_api(make_settings(**GENEROUS))
     headers = await api.user("ada@example.com")
     auth = {"X-API-Key": (await api.api_key(headers))["key"]}
@@ -48,7 +26,8 @@ async def test_kserve_client_against_a_live_server(make_api, make_settings, mode
             f"/api/v1/predict/{model['id']}", json={"input": ROWS.tolist()}, headers=auth
         )
     ).json()
-    async with _serve(api.app) as base:
+    async with live_server(api.app) as address:
+        base = f"http://{address}"
         client = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2"))
         try:
             assert await client.is_server_live(base) is True
