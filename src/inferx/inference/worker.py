@@ -9,6 +9,7 @@ Untrusted model code runs here, so nothing in this process is trusted by the API
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     config = WorkerConfig.from_json(args.config)
     for module in config.preload:
         importlib.import_module(module)
+    gc.freeze()  # the imports stay for good: no full collection walks them (~60 ms each)
     worker = Worker(config, resolve_loader(config.loader))
     with socket.socket(fileno=args.fd) as sock:
         try:
