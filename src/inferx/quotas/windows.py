@@ -268,19 +268,19 @@ if lease < tonumber(ARGV[5]) or cost == 0 then lease = 0 end
 if out[1] == 0 and cost > 0 then
   out[2] = lease
   local entries = {}
-  for j = 1, math.min(cost, 5000) do entries[j] = ARGV[1] end
+  for j = 1, math.min(cost, PUSH_CHUNK) do entries[j] = ARGV[1] end
   local stamps = {}
-  for j = 1, math.min(lease, 5000) do stamps[j] = ARGV[6] end
+  for j = 1, math.min(lease, PUSH_CHUNK) do stamps[j] = ARGV[6] end
   for i = 1, n do
     local key = KEYS[i]
     local limit = tonumber(ARGV[7 + 2 * i])
     local left = cost
     while left > 0 do
-      local chunk = math.min(left, 5000)
+      local chunk = math.min(left, PUSH_CHUNK)
       redis.call('lpush', key, unpack(entries, 1, chunk))
       left = left - chunk
     end
-    if lease > 0 then redis.call('lpush', key, unpack(stamps, 1, math.min(lease, 5000))) end
+    if lease > 0 then redis.call('lpush', key, unpack(stamps, 1, math.min(lease, PUSH_CHUNK))) end
     redis.call('ltrim', key, 0, limit - 1)
     redis.call('expire', key, math.ceil(tonumber(ARGV[8 + 2 * i])) + 1)
   end
@@ -290,7 +290,7 @@ if out[1] == 0 and cost > 0 then
   end
 end
 return out
-"""
+""".replace("PUSH_CHUNK", str(PUSH_CHUNK))
 
 # KEYS: the list of "timestamp:amount" entries (newest first), its running sum.
 # ARGV: now, cost, limit (0 = no cap), seconds.
